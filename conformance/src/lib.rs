@@ -1,0 +1,1 @@
+//! conformance: CNI runtime for tests, sandbox pods, suites

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of trireme: installs what the tests need, checks formatting and lints,
+# builds the binaries and runs unit, integration and conformance tests.
+# Needs root: the tests create network namespaces, veth pairs, iptables rules and NFQUEUE
+# listeners (each with unique names, removed again also when a test fails).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: must run as root (tests use network namespaces, iptables and NFQUEUE); run: sudo $0" >&2
+  exit 1
+fi
+
+scripts/install-deps.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Integration tests start the real binaries, so build them first.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked "$@"
