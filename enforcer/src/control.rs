@@ -1,1 +1,473 @@
-//! control
+//! The enforcer's control socket: `<control-dir>/<id>.sock`, a unix stream socket (mode
+//! 0600) speaking JSON lines — one [`Request`] object per line, one [`Response`] object per
+//! line back. The socket exists only once the enforcer's rules are installed and its queue
+//! is bound, so "the socket answers `status`" means "ready".
+//!
+//! Clients (the CNI plugin, triremectl) use [`request`] / [`status`]; the enforcer binary
+//! serves with [`Server`] and a [`Handler`].
+//!
+//! Wire examples:
+//! ```text
+//! → {"op":"status"}
+//! ← {"result":"status","id":"c1","pid":42,...}
+//! → {"op":"register","labels":{"app":"web"},"ports":[{"name":"http","port":80,"protocol":"TCP"}]}
+//! ← {"result":"registered","identity":{...}}
+//! → {"op":"reload"}          ← {"result":"reloaded","policy":{...}}
+//! → {"op":"metrics"}         ← {"result":"metrics","text":"# HELP ..."}
+//! ← {"result":"error","message":"..."}   (on any failure)
+//! ```
+
+use crate::error::{Error, Result};
+use crate::metrics::Snapshot;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use trireme_policy::{Identity, NamedPort};
+
+/// Default directory of the control sockets.
+pub const DEFAULT_CONTROL_DIR: &str = "/run/trireme";
+
+/// Longest accepted request line (bytes); longer requests are refused.
+pub const MAX_REQUEST_LEN: usize = 1 << 20;
+
+/// How long a client waits for the enforcer's answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The socket path of enforcer `id` under `control_dir`.
+pub fn socket_path(control_dir: &Path, id: &str) -> PathBuf {
+    control_dir.join(format!("{id}.sock"))
+}
+
+/// A control request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Rules present (re-checked now), queue bound, flows, counters, identity, pid.
+    Status,
+    /// Counters in the Prometheus text format.
+    Metrics,
+    /// Replace the pod's labels and named ports; applies to new connections.
+    Register {
+        labels: BTreeMap<String, String>,
+        #[serde(default)]
+        ports: Vec<NamedPort>,
+    },
+    /// Re-read the policy directory now.
+    Reload,
+}
+
+/// A control response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(Box<Status>),
+    Metrics { text: String },
+    Registered { identity: Identity },
+    Reloaded { policy: PolicyStatus },
+    Error { message: String },
+}
+
+/// State of the policy directory as the enforcer last loaded it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub dir: PathBuf,
+    /// NetworkPolicy objects in the policy in force.
+    pub policies: usize,
+    /// Unix seconds of the load of the policy in force (0: none yet).
+    pub loaded_at: u64,
+    /// The error of the last load attempt if it failed (the last good policy stays in force).
+    pub error: Option<String>,
+}
+
+/// What `status` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub id: String,
+    pub pid: u32,
+    pub namespace: String,
+    pub pod: String,
+    pub netns: PathBuf,
+    /// The identity new connections are signed with.
+    pub identity: Identity,
+    /// All of the enforcer's iptables rules are present in the pod netns (checked now).
+    pub rules_present: bool,
+    /// Why `rules_present` is false, if it is.
+    pub rules_error: Option<String>,
+    pub queue: u16,
+    pub queue_bound: bool,
+    pub fail_open: bool,
+    pub reject: bool,
+    pub policy: PolicyStatus,
+    /// Counters, flows and uptime.
+    pub counters: Snapshot,
+}
+
+impl Status {
+    /// Ready to serve: rules installed and queue bound.
+    pub fn ready(&self) -> bool {
+        self.rules_present && self.queue_bound
+    }
+}
+
+fn cerr(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::Control {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+/// Sends one request to the enforcer listening on `path` and returns its response
+/// (which may be [`Response::Error`]). Times out after [`CLIENT_TIMEOUT`].
+pub fn request(path: &Path, req: &Request) -> Result<Response> {
+    request_with_timeout(path, req, CLIENT_TIMEOUT)
+}
+
+/// [`request`] with an explicit timeout for connect, write and read.
+pub fn request_with_timeout(path: &Path, req: &Request, timeout: Duration) -> Result<Response> {
+    let mut stream = UnixStream::connect(path).map_err(|e| cerr(path, format!("connect: {e}")))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| cerr(path, e))?;
+    let mut line = serde_json::to_string(req).map_err(|e| cerr(path, e))?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| cerr(path, format!("send: {e}")))?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    let n = reader
+        .read_line(&mut answer)
+        .map_err(|e| cerr(path, format!("receive: {e}")))?;
+    if n == 0 {
+        return Err(cerr(
+            path,
+            "the enforcer closed the connection without answering",
+        ));
+    }
+    serde_json::from_str(answer.trim_end())
+        .map_err(|e| cerr(path, format!("bad response {:?}: {e}", answer.trim_end())))
+}
+
+/// Asks for `status`; an error response becomes [`Error::Refused`].
+pub fn status(path: &Path) -> Result<Status> {
+    match request(path, &Request::Status)? {
+        Response::Status(s) => Ok(*s),
+        Response::Error { message } => Err(Error::Refused(message)),
+        other => Err(cerr(path, format!("unexpected response {other:?}"))),
+    }
+}
+
+/// Asks for `metrics` (Prometheus text).
+pub fn metrics(path: &Path) -> Result<String> {
+    match request(path, &Request::Metrics)? {
+        Response::Metrics { text } => Ok(text),
+        Response::Error { message } => Err(Error::Refused(message)),
+        other => Err(cerr(path, format!("unexpected response {other:?}"))),
+    }
+}
+
+/// Registers new labels and ports; returns the identity now in force.
+pub fn register(
+    path: &Path,
+    labels: BTreeMap<String, String>,
+    ports: Vec<NamedPort>,
+) -> Result<Identity> {
+    match request(path, &Request::Register { labels, ports })? {
+        Response::Registered { identity } => Ok(identity),
+        Response::Error { message } => Err(Error::Refused(message)),
+        other => Err(cerr(path, format!("unexpected response {other:?}"))),
+    }
+}
+
+/// Asks the enforcer to re-read its policy directory now.
+pub fn reload(path: &Path) -> Result<PolicyStatus> {
+    match request(path, &Request::Reload)? {
+        Response::Reloaded { policy } => Ok(policy),
+        Response::Error { message } => Err(Error::Refused(message)),
+        other => Err(cerr(path, format!("unexpected response {other:?}"))),
+    }
+}
+
+/// Every `*.sock` in `control_dir`, sorted (what triremectl reads). A missing directory
+/// is an empty list.
+pub fn list_sockets(control_dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(control_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(control_dir, e)),
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The enforcer's side: answers requests.
+pub trait Handler: Send + Sync {
+    fn handle(&self, req: Request) -> Response;
+}
+
+/// A bound control socket. Dropping it removes the socket file.
+pub struct Server {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl Server {
+    /// Binds `path` with mode 0600, atomically: the socket is bound under a temporary name
+    /// and renamed into place, so a client that sees the path can connect. Refuses when
+    /// another enforcer answers on `path`; removes a stale socket left by a crash.
+    pub fn bind(path: &Path) -> Result<Server> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| cerr(path, "no parent directory"))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(dir, e))?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(cerr(
+                    path,
+                    "another enforcer is listening on this socket (same --id?)",
+                ));
+            }
+            std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        }
+        let tmp = path.with_extension(format!("sock.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        // umask so the socket is never accessible to others, not even briefly.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(&tmp);
+        nix::sys::stat::umask(old);
+        let listener = bound.map_err(|e| cerr(&tmp, format!("bind: {e}")))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(&tmp, e))?;
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(path, e));
+        }
+        Ok(Server {
+            path: path.to_path_buf(),
+            listener,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves forever on the calling thread (one connection at a time; each connection
+    /// may send many requests). Connections idle for 5 s are closed.
+    pub fn serve(&self, handler: Arc<dyn Handler>) {
+        for conn in self.listener.incoming() {
+            match conn {
+                Ok(stream) => {
+                    if let Err(e) = serve_conn(stream, handler.as_ref()) {
+                        tracing::debug!(error = %e, "control connection ended");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve_conn(stream: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut reader)
+            .take(MAX_REQUEST_LEN as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let response = if line.len() > MAX_REQUEST_LEN {
+            Response::Error {
+                message: format!("request longer than {MAX_REQUEST_LEN} bytes"),
+            }
+        } else {
+            handle_line(&line, handler)
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_else(|e| {
+            format!("{{\"result\":\"error\",\"message\":\"encode: {e}\"}}").into_bytes()
+        });
+        out.push(b'\n');
+        writer.write_all(&out)?;
+        if line.len() > MAX_REQUEST_LEN {
+            return Ok(());
+        }
+    }
+}
+
+use std::io::Read as _;
+
+/// Decodes one request line and hands it to the handler; bad input gets an error answer.
+pub fn handle_line(line: &[u8], handler: &dyn Handler) -> Response {
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t.trim(),
+        Err(_) => {
+            return Response::Error {
+                message: "request is not UTF-8".into(),
+            }
+        }
+    };
+    match serde_json::from_str::<Request>(text) {
+        Ok(req) => handler.handle(req),
+        Err(e) => Response::Error {
+            message: format!(
+                "bad request: {e} (expected one JSON object per line with \"op\": status, metrics, register or reload)"
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Echo {
+        seen: Mutex<Vec<Request>>,
+    }
+
+    impl Handler for Echo {
+        fn handle(&self, req: Request) -> Response {
+            self.seen.lock().unwrap().push(req.clone());
+            match req {
+                Request::Metrics => Response::Metrics {
+                    text: "m 1\n".into(),
+                },
+                Request::Register { labels, ports } => Response::Registered {
+                    identity: Identity {
+                        namespace: "x".into(),
+                        labels,
+                        ports,
+                        ..Default::default()
+                    },
+                },
+                _ => Response::Error {
+                    message: "nope".into(),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn requests_have_documented_wire_format() {
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"op":"status"}"#
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"op":"register","labels":{"app":"web"}}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Register {
+                labels: [("app".to_string(), "web".to_string())].into(),
+                ports: vec![]
+            }
+        );
+        let r: Request = serde_json::from_str(
+            r#"{"op":"register","labels":{},"ports":[{"name":"http","port":80,"protocol":"TCP"}]}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::Register { ports, .. } if ports[0].port == 80));
+        assert_eq!(
+            serde_json::to_string(&Response::Error {
+                message: "x".into()
+            })
+            .unwrap(),
+            r#"{"result":"error","message":"x"}"#
+        );
+    }
+
+    #[test]
+    fn bad_lines_get_errors_not_calls() {
+        let h = Echo {
+            seen: Mutex::new(vec![]),
+        };
+        for bad in [
+            &b"{\"op\":\"explode\"}"[..],
+            b"not json",
+            b"\xff\xfe",
+            b"{}",
+        ] {
+            assert!(matches!(handle_line(bad, &h), Response::Error { .. }));
+        }
+        assert!(h.seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn client_and_server_talk_over_a_real_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path(), "pod1");
+        let server = Server::bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A second server on the same path is refused while the first listens.
+        assert!(Server::bind(&path).is_err());
+        let handler = Arc::new(Echo {
+            seen: Mutex::new(vec![]),
+        });
+        let h2: Arc<dyn Handler> = handler.clone();
+        let server = Arc::new(server);
+        let s2 = server.clone();
+        std::thread::spawn(move || s2.serve(h2));
+
+        assert_eq!(metrics(&path).unwrap(), "m 1\n");
+        let id = register(
+            &path,
+            [("app".to_string(), "db".to_string())].into(),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(id.labels["app"], "db");
+        assert!(matches!(status(&path), Err(Error::Refused(m)) if m == "nope"));
+        assert_eq!(list_sockets(dir.path()).unwrap(), vec![path.clone()]);
+        assert_eq!(handler.seen.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn stale_socket_is_replaced_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path(), "stale");
+        // A socket file nobody listens on (as after a crash).
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let server = Server::bind(&path).unwrap();
+        assert!(path.exists());
+        drop(server);
+        assert!(!path.exists());
+        assert!(request(&path, &Request::Status).is_err());
+    }
+
+    #[test]
+    fn list_of_missing_dir_is_empty() {
+        assert!(list_sockets(Path::new("/nonexistent/trireme-test"))
+            .unwrap()
+            .is_empty());
+    }
+}

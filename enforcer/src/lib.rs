@@ -6,6 +6,7 @@
 //! `control` (unix control socket + client), `metrics`.
 
 pub mod control;
+pub mod error;
 pub mod flow;
 pub mod handshake;
 pub mod metrics;
@@ -13,3 +14,5 @@ pub mod netns;
 pub mod packet;
 pub mod queue;
 pub mod rules;
+
+pub use error::{Error, Result};
