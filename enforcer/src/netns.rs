@@ -58,10 +58,17 @@ pub fn enter(path: &Path) -> Result<()> {
             "is a directory; give a namespace file such as /var/run/netns/NAME or /proc/PID/ns/net",
         ));
     }
+    let before = inode(Path::new(SELF_NETNS))?;
     setns(path)?;
     let now = inode(Path::new(SELF_NETNS))?;
-    let host = inode(Path::new(HOST_NETNS))?;
-    refuse_host(now, host, path)
+    refuse_host(now, host_inode(before), path)
+}
+
+/// The host netns inode: init's when readable; otherwise (e.g. in a container where
+/// /proc/1 is not ours to read) the namespace the process was started in, since the
+/// enforcer is always started from the host side.
+fn host_inode(started_in: u64) -> u64 {
+    inode(Path::new(HOST_NETNS)).unwrap_or(started_in)
 }
 
 /// Runs `f` on a new thread that first entered the netns at `path`; returns its result.
