@@ -9,6 +9,7 @@ mod cluster;
 mod engine;
 mod error;
 mod identity;
+mod matrix;
 mod selector;
 
 pub use cluster::{Cluster, PodInfo};
@@ -17,3 +18,4 @@ pub use error::{FieldError, PolicyError};
 pub use identity::{Identity, NamedPort, Protocol, NAMESPACE_NAME_LABEL};
 /// The NetworkPolicy type the engine compiles (from k8s-openapi).
 pub use k8s_openapi::api::networking::v1::NetworkPolicy;
+pub use matrix::{parse_protocol, PairDecision, TruthTable};
