@@ -1,1 +1,1220 @@
-//! handshake
+//! The handshake state machine: one [`Engine`] per pod decides every queued packet.
+//!
+//! Pure logic: the datapath hands in the packet, its direction and the time (unix
+//! milliseconds) and maps the returned [`Verdict`] to NFQUEUE. Crypto and policy sit
+//! behind two small traits ([`Tokens`], [`Policy`]) and randomness behind [`Random`], so
+//! every transition is unit-tested with real packets.
+//!
+//! Roles (see `docs/protocol.md` for the full table):
+//! - client: outbound SYN gets a SYN token; inbound SYN-ACK is verified (echo of our nonce,
+//!   binding to both ISNs) and judged by our EGRESS policy against the server identity;
+//!   outbound pure ACKs then carry the proof until the server answers.
+//! - server: inbound SYN is verified, replay-checked and judged by our INGRESS policy;
+//!   outbound SYN-ACK gets a SYN-ACK token; the inbound ACK must carry the proof, only then
+//!   is the connection authorised ([`Action::Authorise`]).
+
+use crate::flow::{ExpiringMap, FlowKey, FlowTable};
+use crate::packet::{self, TcpView};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use trireme_policy::{Identity, Protocol};
+use trireme_token::{Claims, Expect, TokenError, TokenKind};
+
+/// Length of the handshake nonces.
+pub const NONCE_LEN: usize = 16;
+/// Length of the client's ACK-proof secret.
+pub const SECRET_LEN: usize = 32;
+
+/// A nonce carried in a token.
+pub type Nonce = [u8; NONCE_LEN];
+
+// ---------------------------------------------------------------------------------------
+// Seams
+
+/// Why a token or proof was refused; `code` is short and stable (metrics, logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFailure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for TokenFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// What a verified SYN token tells the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynInfo {
+    pub identity: Identity,
+    /// The client's nonce Nc.
+    pub nonce: Nonce,
+    /// Commitment to the client's ACK-proof secret.
+    pub commit: [u8; 32],
+    /// Token expiry, unix seconds (bounds the replay cache entry).
+    pub exp: u64,
+}
+
+/// What a verified SYN-ACK token tells the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynAckInfo {
+    pub identity: Identity,
+    /// The server's nonce Ns (the ACK proof is bound to it).
+    pub nonce: Nonce,
+}
+
+/// Token signing and verification, and the ACK proof (implemented over trireme-token).
+pub trait Tokens: Send + Sync {
+    /// Signs a SYN token: our identity, client nonce, client ISN, commitment.
+    fn sign_syn(
+        &self,
+        me: &Identity,
+        nonce: &Nonce,
+        isn_client: u32,
+        commit: &[u8; 32],
+        now_s: u64,
+    ) -> Result<Vec<u8>, TokenFailure>;
+    /// Signs a SYN-ACK token: our identity, server nonce, echo of the client nonce, both ISNs.
+    #[allow(clippy::too_many_arguments)]
+    fn sign_syn_ack(
+        &self,
+        me: &Identity,
+        nonce: &Nonce,
+        echo: &Nonce,
+        isn_client: u32,
+        isn_server: u32,
+        now_s: u64,
+    ) -> Result<Vec<u8>, TokenFailure>;
+    /// Verifies a SYN token bound to `isn_client`.
+    fn verify_syn(
+        &self,
+        token: &[u8],
+        isn_client: u32,
+        now_s: u64,
+    ) -> Result<SynInfo, TokenFailure>;
+    /// Verifies a SYN-ACK token bound to both ISNs and echoing `echo`.
+    fn verify_syn_ack(
+        &self,
+        token: &[u8],
+        isn_client: u32,
+        isn_server: u32,
+        echo: &Nonce,
+        now_s: u64,
+    ) -> Result<SynAckInfo, TokenFailure>;
+    /// Commitment to an ACK-proof secret (goes into the SYN token).
+    fn commit(&self, secret: &[u8; SECRET_LEN]) -> [u8; 32];
+    /// The ACK proof.
+    fn make_proof(
+        &self,
+        secret: &[u8; SECRET_LEN],
+        server_nonce: &Nonce,
+        isn_client: u32,
+        isn_server: u32,
+    ) -> Vec<u8>;
+    /// Checks an ACK proof against the commitment from the SYN token.
+    fn check_proof(
+        &self,
+        commit: &[u8; 32],
+        proof: &[u8],
+        server_nonce: &Nonce,
+        isn_client: u32,
+        isn_server: u32,
+    ) -> Result<(), TokenFailure>;
+}
+
+/// The other end of a connection, for a policy decision.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerRef<'a> {
+    /// A peer that proved its identity with a token; `ip` as seen here.
+    Pod { identity: &'a Identity, ip: IpAddr },
+    /// A peer without a token: only ipBlock rules can match it.
+    External { ip: IpAddr },
+}
+
+/// A policy answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyAnswer {
+    pub allowed: bool,
+    pub reason: String,
+}
+
+/// NetworkPolicy evaluation for this pod (implemented over trireme-policy's Engine).
+pub trait Policy: Send + Sync {
+    /// May `peer` connect to `me` on TCP `port`?
+    fn ingress(&self, me: &Identity, peer: PeerRef<'_>, port: u16) -> PolicyAnswer;
+    /// May `me` connect to `peer` on TCP `port`?
+    fn egress(&self, me: &Identity, peer: PeerRef<'_>, port: u16) -> PolicyAnswer;
+}
+
+/// Source of randomness for nonces and proof secrets.
+pub trait Random: Send {
+    /// Fills `buf`; an error makes the engine fail closed for that packet.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), TokenFailure>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Verdicts
+
+/// Which way a queued packet travels, relative to this pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Into the pod (from the network).
+    Inbound,
+    /// Out of the pod (from a local socket).
+    Outbound,
+}
+
+/// What to do with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Let it through (rewritten if `Verdict::packet` is set).
+    Accept,
+    /// Let it through and mark the connection so later packets stay in the kernel.
+    Authorise,
+    /// Drop it.
+    Drop,
+    /// Drop it and make the local socket see a RST (kernel REJECT with tcp-reset).
+    Reject,
+}
+
+/// Policy direction of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyDirection {
+    Ingress,
+    Egress,
+}
+
+impl fmt::Display for PolicyDirection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PolicyDirection::Ingress => "ingress",
+            PolicyDirection::Egress => "egress",
+        })
+    }
+}
+
+/// One decision about a connection, for the structured log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionLog {
+    pub allowed: bool,
+    pub direction: PolicyDirection,
+    pub peer_ip: IpAddr,
+    /// The peer's verified identity; None for peers without a token.
+    pub peer_identity: Option<Identity>,
+    /// The server port of the connection.
+    pub port: u16,
+    /// Why (policy reason, token or proof failure, replay, node traffic).
+    pub reason: String,
+}
+
+/// The answer for one queued packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: Action,
+    /// The rewritten packet to reinject instead of the original.
+    pub packet: Option<Vec<u8>>,
+    /// Set when this packet decided a connection.
+    pub decision: Option<DecisionLog>,
+}
+
+impl Verdict {
+    fn new(action: Action) -> Self {
+        Verdict {
+            action,
+            packet: None,
+            decision: None,
+        }
+    }
+    fn with_packet(mut self, p: Vec<u8>) -> Self {
+        self.packet = Some(p);
+        self
+    }
+    fn with_decision(mut self, d: DecisionLog) -> Self {
+        self.decision = Some(d);
+        self
+    }
+}
+
+/// Counters the datapath exports. Monotonic except the gauges `flows` and `replay_entries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub queued_syn_out: u64,
+    pub queued_syn_in: u64,
+    pub queued_synack_out: u64,
+    pub queued_synack_in: u64,
+    pub queued_ack_out: u64,
+    pub queued_ack_in: u64,
+    pub queued_other: u64,
+    /// Connections allowed by policy (ingress at the SYN, egress at the SYN-ACK).
+    pub allowed: u64,
+    /// Connections denied by policy.
+    pub denied_policy: u64,
+    /// Handshakes refused because a token did not verify.
+    pub denied_token: u64,
+    /// SYNs refused because their token was already used.
+    pub denied_replay: u64,
+    /// ACKs refused because the proof did not verify.
+    pub denied_proof: u64,
+    /// Packets dropped on a flow waiting for the proof because they carried none.
+    pub dropped_no_proof: u64,
+    /// Packets of no known flow (fail safe).
+    pub dropped_unknown: u64,
+    /// Packets that could not be parsed.
+    pub dropped_malformed: u64,
+    /// Outbound packets a token did not fit on (options full or too big) or signing failed.
+    pub attach_failed: u64,
+    /// Connections marked (Authorise verdicts that completed a handshake).
+    pub authorised: u64,
+    /// Flows evicted because the table was full.
+    pub evictions: u64,
+    /// Flows that timed out half-open.
+    pub expirations: u64,
+    /// Replay-cache entries evicted because the cache was full.
+    pub replay_evictions: u64,
+    /// Current flows.
+    pub flows: u64,
+    /// Current replay-cache entries.
+    pub replay_entries: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Engine
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Denied connections get a RST instead of silence.
+    pub reject: bool,
+    /// The pod's gateway (node) address: its token-less SYNs are allowed.
+    pub allow_node: Option<IpAddr>,
+    /// Clock skew tolerated by the verifier, seconds (extends replay-cache entries).
+    pub clock_skew_s: u64,
+    /// Largest flow table.
+    pub max_flows: usize,
+    /// How long a handshake may stay incomplete, milliseconds.
+    pub half_open_ms: u64,
+    /// How long an authorised flow stays known (packets queued before the mark took
+    /// effect are still authorised), milliseconds.
+    pub linger_ms: u64,
+    /// Largest replay cache.
+    pub max_replay: usize,
+    /// Largest packet a token may grow (the interface MTU).
+    pub mtu: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            reject: false,
+            allow_node: None,
+            clock_skew_s: trireme_token::CLOCK_SKEW_SECS,
+            max_flows: 65_536,
+            half_open_ms: 30_000,
+            linger_ms: 5_000,
+            max_replay: 131_072,
+            mtu: packet::DEFAULT_MAX_PACKET,
+        }
+    }
+}
+
+/// Client side: our SYN is out.
+#[derive(Debug, Clone)]
+struct ClientSyn {
+    isn_c: u32,
+    nonce: Nonce,
+    secret: [u8; SECRET_LEN],
+    /// TFO data length carried by the SYN (the SYN-ACK may acknowledge it).
+    syn_data: u32,
+    /// The signed token (None: it did not fit; the SYN went out plain).
+    token: Option<Arc<[u8]>>,
+}
+
+#[derive(Debug, Clone)]
+enum Flow {
+    /// Client: SYN sent, waiting for the SYN-ACK.
+    SynSent(ClientSyn),
+    /// Client: SYN-ACK accepted, proof goes on every pure ACK until the server answers.
+    ProofPending { syn: ClientSyn, proof: Arc<[u8]> },
+    /// Server: SYN accepted; the SYN-ACK gets `token` (signed on its first pass).
+    Server {
+        isn_c: u32,
+        client_nonce: Nonce,
+        commit: [u8; 32],
+        /// Server nonce and SYN-ACK token, once the SYN-ACK went out.
+        sent: Option<(u32, Nonce, Arc<[u8]>)>,
+    },
+    /// Authorised (or token-less and allowed); kept for `linger_ms` only.
+    Authorised,
+}
+
+/// Replay-cache entry: the connection that first used a nonce.
+#[derive(Debug, Clone, Copy)]
+struct NonceUse {
+    key: FlowKey,
+    isn_c: u32,
+    /// The handshake with this nonce completed: any further SYN with it is a replay.
+    completed: bool,
+}
+
+/// The per-pod handshake engine.
+pub struct Engine {
+    cfg: Config,
+    identity: Identity,
+    tokens: Arc<dyn Tokens>,
+    policy: Arc<dyn Policy>,
+    rng: Box<dyn Random>,
+    flows: FlowTable<Flow>,
+    replay: ExpiringMap<Nonce, NonceUse>,
+    counters: Counters,
+}
+
+fn socket(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+impl Engine {
+    /// An engine for a pod with `identity`.
+    pub fn new(
+        cfg: Config,
+        identity: Identity,
+        tokens: Arc<dyn Tokens>,
+        policy: Arc<dyn Policy>,
+        rng: Box<dyn Random>,
+    ) -> Self {
+        Engine {
+            flows: FlowTable::new(cfg.max_flows),
+            replay: ExpiringMap::new(cfg.max_replay),
+            cfg,
+            identity,
+            tokens,
+            policy,
+            rng,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Replaces the pod's identity (labels updated); applies to new handshakes.
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.identity = identity;
+    }
+
+    /// The pod's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Replaces the policy; applies to new decisions.
+    pub fn set_policy(&mut self, policy: Arc<dyn Policy>) {
+        self.policy = policy;
+    }
+
+    /// Current settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters, with the gauges filled in.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters;
+        c.flows = self.flows.len() as u64;
+        c.replay_entries = self.replay.len() as u64;
+        c
+    }
+
+    /// Removes expired flows and replay entries; `handle` does this too, call it when idle.
+    pub fn expire(&mut self, now_ms: u64) {
+        self.counters.expirations += self.flows.expire(now_ms) as u64;
+        self.replay.expire(now_ms);
+    }
+
+    /// Decides one queued packet. `now_ms` is unix time in milliseconds.
+    pub fn handle(&mut self, dir: Dir, pkt: &[u8], now_ms: u64) -> Verdict {
+        self.expire(now_ms);
+        let view = match packet::parse(pkt) {
+            Ok(v) => v,
+            Err(_) => {
+                self.counters.dropped_malformed += 1;
+                return Verdict::new(Action::Drop);
+            }
+        };
+        let f = view.flags;
+        match (dir, f.syn, f.ack) {
+            (Dir::Outbound, true, false) => {
+                self.counters.queued_syn_out += 1;
+                self.syn_out(&view, pkt, now_ms)
+            }
+            (Dir::Inbound, true, false) => {
+                self.counters.queued_syn_in += 1;
+                self.syn_in(&view, pkt, now_ms)
+            }
+            (Dir::Outbound, true, true) => {
+                self.counters.queued_synack_out += 1;
+                self.syn_ack_out(&view, pkt, now_ms)
+            }
+            (Dir::Inbound, true, true) => {
+                self.counters.queued_synack_in += 1;
+                self.syn_ack_in(&view, pkt, now_ms)
+            }
+            (Dir::Outbound, false, _) => {
+                if view.is_pure_ack() {
+                    self.counters.queued_ack_out += 1;
+                } else {
+                    self.counters.queued_other += 1;
+                }
+                self.other_out(&view, pkt, now_ms)
+            }
+            (Dir::Inbound, false, _) => {
+                if view.is_pure_ack() {
+                    self.counters.queued_ack_in += 1;
+                } else {
+                    self.counters.queued_other += 1;
+                }
+                self.other_in(&view, pkt, now_ms)
+            }
+        }
+    }
+
+    fn key(dir: Dir, v: &TcpView<'_>) -> FlowKey {
+        match dir {
+            Dir::Outbound => FlowKey {
+                local: socket(v.src, v.src_port),
+                remote: socket(v.dst, v.dst_port),
+            },
+            Dir::Inbound => FlowKey {
+                local: socket(v.dst, v.dst_port),
+                remote: socket(v.src, v.src_port),
+            },
+        }
+    }
+
+    fn put(&mut self, key: FlowKey, flow: Flow, expires_ms: u64, now_ms: u64) {
+        let r = self.flows.insert(key, flow, expires_ms, now_ms);
+        self.counters.expirations += r.expired as u64;
+        self.counters.evictions += r.evicted as u64;
+    }
+
+    fn authorise(&mut self, key: FlowKey, now_ms: u64) {
+        self.counters.authorised += 1;
+        self.put(key, Flow::Authorised, now_ms + self.cfg.linger_ms, now_ms);
+    }
+
+    fn deny_action(&self) -> Action {
+        if self.cfg.reject {
+            Action::Reject
+        } else {
+            Action::Drop
+        }
+    }
+
+    fn random<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.rng.fill(&mut b).ok().map(|_| b)
+    }
+
+    // ---- client ----------------------------------------------------------------------
+
+    fn syn_out(&mut self, v: &TcpView<'_>, pkt: &[u8], now_ms: u64) -> Verdict {
+        let key = Self::key(Dir::Outbound, v);
+        if v.token.is_some() {
+            // Our own kernel never marks; something in the pod forged a marker.
+            self.counters.dropped_malformed += 1;
+            return Verdict::new(Action::Drop);
+        }
+        // A retransmitted SYN (same ISN) gets the same token again, no new signature.
+        let syn = match self.flows.get(&key, now_ms) {
+            Some(Flow::SynSent(s)) if s.isn_c == v.seq => Some(s.clone()),
+            _ => None,
+        };
+        let syn = match syn {
+            Some(s) => s,
+            None => {
+                let (Some(nonce), Some(secret)) = (self.random(), self.random()) else {
+                    self.counters.attach_failed += 1;
+                    return Verdict::new(Action::Drop);
+                };
+                let commit = self.tokens.commit(&secret);
+                let token = match self.tokens.sign_syn(
+                    &self.identity,
+                    &nonce,
+                    v.seq,
+                    &commit,
+                    now_ms / 1000,
+                ) {
+                    Ok(t) => Some(Arc::from(t)),
+                    Err(_) => {
+                        self.counters.attach_failed += 1;
+                        None
+                    }
+                };
+                let s = ClientSyn {
+                    isn_c: v.seq,
+                    nonce,
+                    secret,
+                    syn_data: v.payload.len() as u32,
+                    token,
+                };
+                self.put(
+                    key,
+                    Flow::SynSent(s.clone()),
+                    now_ms + self.cfg.half_open_ms,
+                    now_ms,
+                );
+                s
+            }
+        };
+        let Some(token) = &syn.token else {
+            return Verdict::new(Action::Accept);
+        };
+        match packet::attach(pkt, token, self.cfg.mtu) {
+            Ok(p) => Verdict::new(Action::Accept).with_packet(p),
+            Err(_) => {
+                // The token does not fit (e.g. a large Fast Open SYN): the SYN goes out
+                // plain and the server judges us by ipBlock, as a peer without identity.
+                self.counters.attach_failed += 1;
+                Verdict::new(Action::Accept)
+            }
+        }
+    }
+
+    fn syn_ack_in(&mut self, v: &TcpView<'_>, pkt: &[u8], now_ms: u64) -> Verdict {
+        let key = Self::key(Dir::Inbound, v);
+        let syn = match self.flows.get(&key, now_ms) {
+            Some(Flow::SynSent(s)) => s.clone(),
+            // A retransmitted SYN-ACK (our ACK was lost): handled again the same way.
+            Some(Flow::ProofPending { syn, .. }) => syn.clone(),
+            Some(Flow::Authorised) => return self.lingering(Dir::Inbound, v),
+            _ => {
+                self.counters.dropped_unknown += 1;
+                return Verdict::new(Action::Drop);
+            }
+        };
+        // The SYN-ACK acknowledges our SYN (and possibly its Fast Open data).
+        let acked = v.ack.wrapping_sub(syn.isn_c.wrapping_add(1));
+        if acked > syn.syn_data {
+            self.counters.dropped_unknown += 1;
+            return Verdict::new(Action::Drop);
+        }
+        let server = socket(v.src, v.src_port);
+        let isn_s = v.seq;
+        let Some(token) = v.token else {
+            // A server without an enforcer: judged by ipBlock only; no proof will be asked.
+            let ans = self.policy.egress(
+                &self.identity,
+                PeerRef::External { ip: server.ip() },
+                server.port(),
+            );
+            let log = decision(ans, PolicyDirection::Egress, server, server.port(), None);
+            return if log.allowed {
+                self.counters.allowed += 1;
+                self.authorise(key, now_ms);
+                Verdict::new(Action::Authorise).with_decision(log)
+            } else {
+                self.counters.denied_policy += 1;
+                self.flows.remove(&key);
+                self.deny_syn_ack(pkt).with_decision(log)
+            };
+        };
+        let info =
+            match self
+                .tokens
+                .verify_syn_ack(token, syn.isn_c, isn_s, &syn.nonce, now_ms / 1000)
+            {
+                Ok(info) => info,
+                Err(e) => {
+                    self.counters.denied_token += 1;
+                    let log = DecisionLog {
+                        allowed: false,
+                        direction: PolicyDirection::Egress,
+                        peer_ip: server.ip(),
+                        peer_identity: None,
+                        port: server.port(),
+                        reason: format!("SYN-ACK token refused: {e}"),
+                    };
+                    // The flow stays: the genuine SYN-ACK may still come.
+                    return Verdict::new(Action::Drop).with_decision(log);
+                }
+            };
+        let ans = self.policy.egress(
+            &self.identity,
+            PeerRef::Pod {
+                identity: &info.identity,
+                ip: server.ip(),
+            },
+            server.port(),
+        );
+        let log = decision(
+            ans,
+            PolicyDirection::Egress,
+            server,
+            server.port(),
+            Some(info.identity),
+        );
+        if !log.allowed {
+            self.counters.denied_policy += 1;
+            self.flows.remove(&key);
+            return self.deny_syn_ack(pkt).with_decision(log);
+        }
+        let stripped = match packet::strip(pkt) {
+            Ok(s) => s.packet,
+            Err(_) => {
+                self.counters.dropped_malformed += 1;
+                return Verdict::new(Action::Drop);
+            }
+        };
+        self.counters.allowed += 1;
+        let proof: Arc<[u8]> = self
+            .tokens
+            .make_proof(&syn.secret, &info.nonce, syn.isn_c, isn_s)
+            .into();
+        self.put(
+            key,
+            Flow::ProofPending { syn, proof },
+            now_ms + self.cfg.half_open_ms,
+            now_ms,
+        );
+        Verdict::new(Action::Accept)
+            .with_packet(stripped)
+            .with_decision(log)
+    }
+
+    /// Our egress denied a SYN-ACK: drop it, or with `reject` turn it into a RST the local
+    /// SYN-SENT socket accepts, so connect() fails at once.
+    fn deny_syn_ack(&self, pkt: &[u8]) -> Verdict {
+        if self.cfg.reject {
+            if let Ok(rst) = packet::synack_to_rst(pkt) {
+                return Verdict::new(Action::Accept).with_packet(rst);
+            }
+        }
+        Verdict::new(Action::Drop)
+    }
+
+    /// Outbound non-SYN packets: the client's proof-bearing ACK, anything else of a flow.
+    fn other_out(&mut self, v: &TcpView<'_>, pkt: &[u8], now_ms: u64) -> Verdict {
+        let key = Self::key(Dir::Outbound, v);
+        if v.token.is_some() {
+            self.counters.dropped_malformed += 1;
+            return Verdict::new(Action::Drop);
+        }
+        let proof = match self.flows.get(&key, now_ms) {
+            None => {
+                self.counters.dropped_unknown += 1;
+                return Verdict::new(Action::Drop);
+            }
+            Some(Flow::Authorised) => return self.lingering(Dir::Outbound, v),
+            Some(Flow::ProofPending { proof, .. }) => Some(proof.clone()),
+            Some(_) => None,
+        };
+        if v.flags.rst {
+            // Our side gives up on the handshake.
+            self.flows.remove(&key);
+            return Verdict::new(Action::Accept);
+        }
+        match proof {
+            // Every pure ACK carries the proof while the server has not answered: if the
+            // first is lost, the server's SYN-ACK retransmit draws a dup ACK, which has it.
+            Some(proof) if v.is_pure_ack() => match packet::attach(pkt, &proof, self.cfg.mtu) {
+                Ok(p) => Verdict::new(Action::Accept).with_packet(p),
+                Err(_) => {
+                    self.counters.attach_failed += 1;
+                    Verdict::new(Action::Accept)
+                }
+            },
+            // Data while the proof is pending goes out unchanged: the server drops it until
+            // it has the proof, and TCP retransmits it.
+            _ => Verdict::new(Action::Accept),
+        }
+    }
+
+    // ---- server ----------------------------------------------------------------------
+
+    fn syn_in(&mut self, v: &TcpView<'_>, pkt: &[u8], now_ms: u64) -> Verdict {
+        let key = Self::key(Dir::Inbound, v);
+        let client = socket(v.src, v.src_port);
+        let port = v.dst_port;
+        let Some(token) = v.token else {
+            if Some(client.ip()) == self.cfg.allow_node {
+                self.counters.allowed += 1;
+                self.authorise(key, now_ms);
+                let log = DecisionLog {
+                    allowed: true,
+                    direction: PolicyDirection::Ingress,
+                    peer_ip: client.ip(),
+                    peer_identity: None,
+                    port,
+                    reason: "traffic from the pod's node".into(),
+                };
+                return Verdict::new(Action::Authorise).with_decision(log);
+            }
+            // A client without an enforcer: ipBlock rules only; no proof will come.
+            let ans =
+                self.policy
+                    .ingress(&self.identity, PeerRef::External { ip: client.ip() }, port);
+            let log = decision(ans, PolicyDirection::Ingress, client, port, None);
+            return if log.allowed {
+                self.counters.allowed += 1;
+                self.authorise(key, now_ms);
+                Verdict::new(Action::Authorise).with_decision(log)
+            } else {
+                self.counters.denied_policy += 1;
+                self.flows.remove(&key);
+                Verdict::new(self.deny_action()).with_decision(log)
+            };
+        };
+        let denied = |reason: String| DecisionLog {
+            allowed: false,
+            direction: PolicyDirection::Ingress,
+            peer_ip: client.ip(),
+            peer_identity: None,
+            port,
+            reason,
+        };
+        let info = match self.tokens.verify_syn(token, v.seq, now_ms / 1000) {
+            Ok(info) => info,
+            Err(e) => {
+                self.counters.denied_token += 1;
+                let log = denied(format!("SYN token refused: {e}"));
+                return Verdict::new(self.deny_action()).with_decision(log);
+            }
+        };
+        // Replays are refused here, at the SYN. A retransmitted SYN (same tuple, same ISN,
+        // same nonce, handshake not completed) is not a replay.
+        let retransmit = match self.replay.get(&info.nonce, now_ms) {
+            None => false,
+            Some(u) if u.key == key && u.isn_c == v.seq && !u.completed => true,
+            Some(_) => {
+                self.counters.denied_replay += 1;
+                let log = denied("replayed SYN token".into());
+                return Verdict::new(self.deny_action()).with_decision(log);
+            }
+        };
+        if !retransmit {
+            let expires = (info.exp + self.cfg.clock_skew_s).saturating_mul(1000);
+            let use_ = NonceUse {
+                key,
+                isn_c: v.seq,
+                completed: false,
+            };
+            let r = self.replay.insert(info.nonce, use_, expires, now_ms);
+            self.counters.replay_evictions += r.evicted as u64;
+        }
+        let ans = self.policy.ingress(
+            &self.identity,
+            PeerRef::Pod {
+                identity: &info.identity,
+                ip: client.ip(),
+            },
+            port,
+        );
+        let log = decision(
+            ans,
+            PolicyDirection::Ingress,
+            client,
+            port,
+            Some(info.identity),
+        );
+        if !log.allowed {
+            self.counters.denied_policy += 1;
+            self.flows.remove(&key);
+            return Verdict::new(self.deny_action()).with_decision(log);
+        }
+        let stripped = match packet::strip(pkt) {
+            Ok(s) => s.packet,
+            Err(_) => {
+                self.counters.dropped_malformed += 1;
+                return Verdict::new(Action::Drop);
+            }
+        };
+        self.counters.allowed += 1;
+        // Keep the state of a retransmitted SYN's flow (the SYN-ACK token stays the same).
+        let keep = matches!(
+            self.flows.get(&key, now_ms),
+            Some(Flow::Server { isn_c, client_nonce, .. })
+                if *isn_c == v.seq && *client_nonce == info.nonce
+        );
+        if !keep {
+            self.put(
+                key,
+                Flow::Server {
+                    isn_c: v.seq,
+                    client_nonce: info.nonce,
+                    commit: info.commit,
+                    sent: None,
+                },
+                now_ms + self.cfg.half_open_ms,
+                now_ms,
+            );
+        }
+        Verdict::new(Action::Accept)
+            .with_packet(stripped)
+            .with_decision(log)
+    }
+
+    fn syn_ack_out(&mut self, v: &TcpView<'_>, pkt: &[u8], now_ms: u64) -> Verdict {
+        let key = Self::key(Dir::Outbound, v);
+        if v.token.is_some() {
+            self.counters.dropped_malformed += 1;
+            return Verdict::new(Action::Drop);
+        }
+        let isn_s = v.seq;
+        let (isn_c, client_nonce, sent) = match self.flows.get(&key, now_ms) {
+            Some(Flow::Server {
+                isn_c,
+                client_nonce,
+                sent,
+                ..
+            }) => (*isn_c, *client_nonce, sent.clone()),
+            Some(Flow::Authorised) => return self.lingering(Dir::Outbound, v),
+            _ => {
+                self.counters.dropped_unknown += 1;
+                return Verdict::new(Action::Drop);
+            }
+        };
+        // A retransmitted SYN-ACK gets the same token (same Ns) again.
+        let token = match sent {
+            Some((s, _, token)) if s == isn_s => token,
+            _ => {
+                let Some(nonce) = self.random::<NONCE_LEN>() else {
+                    self.counters.attach_failed += 1;
+                    return Verdict::new(Action::Drop);
+                };
+                let signed = self.tokens.sign_syn_ack(
+                    &self.identity,
+                    &nonce,
+                    &client_nonce,
+                    isn_c,
+                    isn_s,
+                    now_ms / 1000,
+                );
+                let Ok(token) = signed else {
+                    self.counters.attach_failed += 1;
+                    return Verdict::new(Action::Drop);
+                };
+                let token: Arc<[u8]> = token.into();
+                if let Some(Flow::Server { sent, .. }) = self.flows.get_mut(&key, now_ms) {
+                    *sent = Some((isn_s, nonce, token.clone()));
+                }
+                token
+            }
+        };
+        match packet::attach(pkt, &token, self.cfg.mtu) {
+            Ok(p) => Verdict::new(Action::Accept).with_packet(p),
+            Err(_) => {
+                // Without our token the client would never send a proof: fail closed.
+                self.counters.attach_failed += 1;
+                Verdict::new(Action::Drop)
+            }
+        }
+    }
+
+    /// Inbound non-SYN packets: the server's proof check, the client's first answer.
+    fn other_in(&mut self, v: &TcpView<'_>, pkt: &[u8], now_ms: u64) -> Verdict {
+        let key = Self::key(Dir::Inbound, v);
+        let flow = match self.flows.get(&key, now_ms) {
+            None => {
+                self.counters.dropped_unknown += 1;
+                return Verdict::new(Action::Drop);
+            }
+            Some(f) => f.clone(),
+        };
+        match flow {
+            Flow::Authorised => self.lingering(Dir::Inbound, v),
+            Flow::SynSent(_) => {
+                if v.flags.rst && v.token.is_none() {
+                    self.flows.remove(&key);
+                    return Verdict::new(Action::Accept);
+                }
+                self.counters.dropped_unknown += 1;
+                Verdict::new(Action::Drop)
+            }
+            Flow::ProofPending { .. } => {
+                if v.token.is_some() {
+                    self.counters.dropped_malformed += 1;
+                    return Verdict::new(Action::Drop);
+                }
+                if v.flags.rst {
+                    self.flows.remove(&key);
+                    return Verdict::new(Action::Accept);
+                }
+                // The server answered after our proof: it authorised the connection.
+                self.authorise(key, now_ms);
+                Verdict::new(Action::Authorise)
+            }
+            Flow::Server {
+                isn_c,
+                client_nonce,
+                commit,
+                sent,
+            } => {
+                if v.flags.rst && v.token.is_none() {
+                    self.flows.remove(&key);
+                    return Verdict::new(Action::Accept);
+                }
+                let (Some((isn_s, ns, _)), Some(proof)) = (sent, v.token) else {
+                    // Never authorise without the proof; the half-open flow expires.
+                    self.counters.dropped_no_proof += 1;
+                    return Verdict::new(Action::Drop);
+                };
+                let client = socket(v.src, v.src_port);
+                if !v.is_pure_ack() || v.ack != isn_s.wrapping_add(1) {
+                    self.counters.dropped_no_proof += 1;
+                    return Verdict::new(Action::Drop);
+                }
+                if let Err(e) = self.tokens.check_proof(&commit, proof, &ns, isn_c, isn_s) {
+                    self.counters.denied_proof += 1;
+                    let log = DecisionLog {
+                        allowed: false,
+                        direction: PolicyDirection::Ingress,
+                        peer_ip: client.ip(),
+                        peer_identity: None,
+                        port: v.dst_port,
+                        reason: format!("ACK proof refused: {e}"),
+                    };
+                    return Verdict::new(Action::Drop).with_decision(log);
+                }
+                let Ok(stripped) = packet::strip(pkt) else {
+                    self.counters.dropped_malformed += 1;
+                    return Verdict::new(Action::Drop);
+                };
+                // From now on a SYN with this nonce is a replay, even on the same tuple.
+                if let Some(u) = self.replay.get_mut(&client_nonce, now_ms) {
+                    u.completed = true;
+                }
+                self.authorise(key, now_ms);
+                Verdict::new(Action::Authorise).with_packet(stripped.packet)
+            }
+        }
+    }
+
+    /// A packet of a flow authorised moments ago (queued before the mark took effect).
+    fn lingering(&mut self, dir: Dir, v: &TcpView<'_>) -> Verdict {
+        if dir == Dir::Inbound && v.token.is_some() {
+            // A duplicate proof-bearing ACK or SYN-ACK: the connection is already up and
+            // this packet must not reach the socket with the token as data.
+            return Verdict::new(Action::Drop);
+        }
+        Verdict::new(Action::Authorise)
+    }
+}
+
+fn decision(
+    ans: PolicyAnswer,
+    direction: PolicyDirection,
+    peer: SocketAddr,
+    port: u16,
+    peer_identity: Option<Identity>,
+) -> DecisionLog {
+    DecisionLog {
+        allowed: ans.allowed,
+        direction,
+        peer_ip: peer.ip(),
+        peer_identity,
+        port,
+        reason: ans.reason,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The seams implemented over the real crates
+
+/// [`Tokens`] over trireme-token: a node's [`trireme_token::Signer`] and
+/// [`trireme_token::Verifier`] (PKI or PSK) and its ACK proof.
+#[derive(Debug, Clone)]
+pub struct TokenCrypto {
+    signer: trireme_token::Signer,
+    verifier: trireme_token::Verifier,
+    node: String,
+    lifetime_s: u64,
+}
+
+impl TokenCrypto {
+    /// `node` names this node in tokens (PKI: the credential's node name wins);
+    /// tokens live `lifetime_s` seconds (at most [`trireme_token::MAX_TOKEN_LIFETIME_SECS`]).
+    pub fn new(
+        signer: trireme_token::Signer,
+        verifier: trireme_token::Verifier,
+        node: &str,
+        lifetime_s: u64,
+    ) -> Self {
+        let node = signer.node_name().unwrap_or(node).to_string();
+        TokenCrypto {
+            signer,
+            verifier,
+            node,
+            lifetime_s: lifetime_s.clamp(1, trireme_token::MAX_TOKEN_LIFETIME_SECS),
+        }
+    }
+
+    fn claims(
+        &self,
+        kind: TokenKind,
+        me: &Identity,
+        nonce: &Nonce,
+        isn_client: u32,
+        now_s: u64,
+    ) -> Claims {
+        Claims {
+            kind,
+            identity: me.clone(),
+            node: self.node.clone(),
+            nonce: *nonce,
+            echo: None,
+            isn_client,
+            isn_server: None,
+            ack_commit: None,
+            iat: now_s,
+            exp: now_s + self.lifetime_s,
+        }
+    }
+}
+
+fn failure(e: TokenError) -> TokenFailure {
+    TokenFailure {
+        code: e.code(),
+        message: e.to_string(),
+    }
+}
+
+impl Tokens for TokenCrypto {
+    fn sign_syn(
+        &self,
+        me: &Identity,
+        nonce: &Nonce,
+        isn_client: u32,
+        commit: &[u8; 32],
+        now_s: u64,
+    ) -> Result<Vec<u8>, TokenFailure> {
+        let mut c = self.claims(TokenKind::Syn, me, nonce, isn_client, now_s);
+        c.ack_commit = Some(*commit);
+        self.signer.sign(&c).map_err(failure)
+    }
+
+    fn sign_syn_ack(
+        &self,
+        me: &Identity,
+        nonce: &Nonce,
+        echo: &Nonce,
+        isn_client: u32,
+        isn_server: u32,
+        now_s: u64,
+    ) -> Result<Vec<u8>, TokenFailure> {
+        let mut c = self.claims(TokenKind::SynAck, me, nonce, isn_client, now_s);
+        c.echo = Some(*echo);
+        c.isn_server = Some(isn_server);
+        self.signer.sign(&c).map_err(failure)
+    }
+
+    fn verify_syn(
+        &self,
+        token: &[u8],
+        isn_client: u32,
+        now_s: u64,
+    ) -> Result<SynInfo, TokenFailure> {
+        let c = self
+            .verifier
+            .verify(token, &Expect::syn(isn_client), now_s)
+            .map_err(failure)?;
+        let commit = c.ack_commit.ok_or_else(|| TokenFailure {
+            code: "malformed",
+            message: "SYN token without ACK-proof commitment".into(),
+        })?;
+        Ok(SynInfo {
+            identity: c.identity,
+            nonce: c.nonce,
+            commit,
+            exp: c.exp,
+        })
+    }
+
+    fn verify_syn_ack(
+        &self,
+        token: &[u8],
+        isn_client: u32,
+        isn_server: u32,
+        echo: &Nonce,
+        now_s: u64,
+    ) -> Result<SynAckInfo, TokenFailure> {
+        let c = self
+            .verifier
+            .verify(
+                token,
+                &Expect::syn_ack(isn_client, isn_server, *echo),
+                now_s,
+            )
+            .map_err(failure)?;
+        Ok(SynAckInfo {
+            identity: c.identity,
+            nonce: c.nonce,
+        })
+    }
+
+    fn commit(&self, secret: &[u8; SECRET_LEN]) -> [u8; 32] {
+        trireme_token::proof::commit(secret)
+    }
+
+    fn make_proof(
+        &self,
+        secret: &[u8; SECRET_LEN],
+        server_nonce: &Nonce,
+        isn_client: u32,
+        isn_server: u32,
+    ) -> Vec<u8> {
+        trireme_token::proof::make(secret, server_nonce, isn_client, isn_server).to_vec()
+    }
+
+    fn check_proof(
+        &self,
+        commit: &[u8; 32],
+        proof: &[u8],
+        server_nonce: &Nonce,
+        isn_client: u32,
+        isn_server: u32,
+    ) -> Result<(), TokenFailure> {
+        trireme_token::proof::check(commit, proof, server_nonce, isn_client, isn_server)
+            .map_err(failure)
+    }
+}
+
+/// [`Policy`] over trireme-policy's compiled NetworkPolicy engine (TCP).
+impl Policy for trireme_policy::Engine {
+    fn ingress(&self, me: &Identity, peer: PeerRef<'_>, port: u16) -> PolicyAnswer {
+        let d = trireme_policy::Engine::ingress(self, me, &policy_peer(peer), port, Protocol::Tcp);
+        PolicyAnswer {
+            allowed: d.allowed,
+            reason: d.reason.to_string(),
+        }
+    }
+
+    fn egress(&self, me: &Identity, peer: PeerRef<'_>, port: u16) -> PolicyAnswer {
+        let d = trireme_policy::Engine::egress(self, me, &policy_peer(peer), port, Protocol::Tcp);
+        PolicyAnswer {
+            allowed: d.allowed,
+            reason: d.reason.to_string(),
+        }
+    }
+}
+
+fn policy_peer(p: PeerRef<'_>) -> trireme_policy::Peer<'_> {
+    match p {
+        PeerRef::Pod { identity, ip } => trireme_policy::Peer::Pod {
+            identity,
+            ip: Some(ip),
+        },
+        PeerRef::External { ip } => trireme_policy::Peer::External { ip },
+    }
+}
+
+/// [`Random`] from the system's secure random source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemRandom;
+
+impl Random for SystemRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), TokenFailure> {
+        for chunk in buf.chunks_mut(32) {
+            let r: [u8; 32] = trireme_token::random_bytes().map_err(failure)?;
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
