@@ -1218,3 +1218,849 @@ impl Random for SystemRandom {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::verify_checksums;
+    use etherparse::{PacketBuilder, TcpOptionElement};
+    use std::collections::BTreeMap;
+
+    // Namespace x: pods a (10.0.0.1, client) and b (10.0.0.2, server, port 80).
+    // b admits a on 80 and 192.168.0.0/16 (token-less peers) on 80; a may reach b and
+    // 192.168.0.0/16 only. Pod c (label pod=c) is a signed pod that b does not admit.
+    const POLICY: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b-ingress, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {pod: a}}
+    - ipBlock: {cidr: 192.168.0.0/16}
+    ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-egress, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - podSelector: {matchLabels: {pod: b}}
+    - ipBlock: {cidr: 192.168.0.0/16}
+"#;
+
+    const A: [u8; 4] = [10, 0, 0, 1];
+    const B: [u8; 4] = [10, 0, 0, 2];
+    const EXT: [u8; 4] = [192, 168, 1, 9];
+    const NODE: [u8; 4] = [10, 0, 0, 254];
+    const T0: u64 = 1_800_000_000_000; // unix ms
+    const PSK: &[u8] = b"0123456789abcdef0123456789abcdef-trireme-test";
+
+    fn identity(pod: &str) -> Identity {
+        let mut labels = BTreeMap::new();
+        labels.insert("pod".to_string(), pod.to_string());
+        let mut namespace_labels = BTreeMap::new();
+        namespace_labels.insert(trireme_policy::NAMESPACE_NAME_LABEL.to_string(), "x".into());
+        Identity {
+            namespace: "x".into(),
+            labels,
+            namespace_labels,
+            ports: vec![],
+        }
+    }
+
+    fn policy(text: &str) -> Arc<dyn Policy> {
+        Arc::new(
+            trireme_policy::Cluster::parse_str("test.yaml", text)
+                .unwrap()
+                .engine(),
+        )
+    }
+
+    fn psk_tokens(secret: &[u8], node: &str) -> Arc<dyn Tokens> {
+        Arc::new(TokenCrypto::new(
+            trireme_token::Signer::from_psk(secret).unwrap(),
+            trireme_token::Verifier::from_psk(secret).unwrap(),
+            node,
+            30,
+        ))
+    }
+
+    /// Deterministic-per-engine randomness is not needed: use the real source.
+    fn engine_with(pod: &str, cfg: Config, tokens: Arc<dyn Tokens>) -> Engine {
+        Engine::new(
+            cfg,
+            identity(pod),
+            tokens,
+            policy(POLICY),
+            Box::new(SystemRandom),
+        )
+    }
+
+    fn engine(pod: &str) -> Engine {
+        engine_with(pod, Config::default(), psk_tokens(PSK, "node-1"))
+    }
+
+    fn cfg_reject() -> Config {
+        Config {
+            reject: true,
+            ..Config::default()
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    struct Seg<'a> {
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: Option<u32>,
+        syn: bool,
+        data: &'a [u8],
+    }
+
+    fn build(s: Seg<'_>) -> Vec<u8> {
+        let mut b = PacketBuilder::ipv4(s.src, s.dst, 64).tcp(s.sport, s.dport, s.seq, 64240);
+        if s.syn {
+            b = b.syn();
+        }
+        if let Some(a) = s.ack {
+            b = b.ack(a);
+        }
+        let b = if s.syn {
+            b.options(&[
+                TcpOptionElement::MaximumSegmentSize(1460),
+                TcpOptionElement::SelectiveAcknowledgementPermitted,
+                TcpOptionElement::Timestamp(1, 0),
+                TcpOptionElement::Noop,
+                TcpOptionElement::WindowScale(7),
+            ])
+            .unwrap()
+        } else {
+            b
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, s.data).unwrap();
+        v
+    }
+
+    const ISN_C: u32 = 1_000_000;
+    const ISN_S: u32 = 7_000_000;
+
+    fn syn(src: [u8; 4], sport: u16, data: &[u8]) -> Vec<u8> {
+        build(Seg {
+            src,
+            dst: B,
+            sport,
+            dport: 80,
+            seq: ISN_C,
+            ack: None,
+            syn: true,
+            data,
+        })
+    }
+    fn syn_ack(dst: [u8; 4], dport: u16, acked: u32) -> Vec<u8> {
+        build(Seg {
+            src: B,
+            dst,
+            sport: 80,
+            dport,
+            seq: ISN_S,
+            ack: Some(ISN_C.wrapping_add(1 + acked)),
+            syn: true,
+            data: b"",
+        })
+    }
+    fn ack_c(sport: u16, data: &[u8]) -> Vec<u8> {
+        build(Seg {
+            src: A,
+            dst: B,
+            sport,
+            dport: 80,
+            seq: ISN_C + 1,
+            ack: Some(ISN_S + 1),
+            syn: false,
+            data,
+        })
+    }
+    fn data_s(dport: u16, data: &[u8]) -> Vec<u8> {
+        build(Seg {
+            src: B,
+            dst: A,
+            sport: 80,
+            dport,
+            seq: ISN_S + 1,
+            ack: Some(ISN_C + 1),
+            syn: false,
+            data,
+        })
+    }
+
+    /// The packet that goes on: the rewritten one, or the original when unchanged.
+    fn out(v: &Verdict, orig: &[u8]) -> Vec<u8> {
+        let p = v.packet.clone().unwrap_or_else(|| orig.to_vec());
+        verify_checksums(&p).expect("every packet we pass on has correct checksums");
+        p
+    }
+
+    fn token_of(p: &[u8]) -> Option<Vec<u8>> {
+        packet::parse(p).unwrap().token.map(|t| t.to_vec())
+    }
+
+    /// Runs a full handshake between client `c` (pod a) and server `s` (pod b) on client
+    /// port `sport`; returns the final verdicts for inspection.
+    fn handshake(c: &mut Engine, s: &mut Engine, sport: u16, now: u64) {
+        let p = syn(A, sport, b"");
+        let v = c.handle(Dir::Outbound, &p, now);
+        assert_eq!(v.action, Action::Accept);
+        let wire = out(&v, &p);
+        assert!(token_of(&wire).is_some(), "SYN carries a token");
+        let v = s.handle(Dir::Inbound, &wire, now);
+        assert_eq!(v.action, Action::Accept, "{:?}", v.decision);
+        assert_eq!(out(&v, &wire), p, "server kernel sees the plain SYN");
+        let p = syn_ack(A, sport, 0);
+        let v = s.handle(Dir::Outbound, &p, now);
+        assert_eq!(v.action, Action::Accept);
+        let wire = out(&v, &p);
+        assert!(token_of(&wire).is_some(), "SYN-ACK carries a token");
+        let v = c.handle(Dir::Inbound, &wire, now);
+        assert_eq!(v.action, Action::Accept, "{:?}", v.decision);
+        assert_eq!(out(&v, &wire), p, "client kernel sees the plain SYN-ACK");
+        let p = ack_c(sport, b"");
+        let v = c.handle(Dir::Outbound, &p, now);
+        assert_eq!(v.action, Action::Accept);
+        let wire = out(&v, &p);
+        assert_eq!(
+            token_of(&wire).map(|t| t.len()),
+            Some(trireme_token::proof::PROOF_LEN)
+        );
+        let v = s.handle(Dir::Inbound, &wire, now);
+        assert_eq!(v.action, Action::Authorise, "proof verified: authorised");
+        assert_eq!(out(&v, &wire), p, "server kernel sees the plain ACK");
+        let p = data_s(sport, b"hello");
+        let v = c.handle(Dir::Inbound, &p, now);
+        assert_eq!(
+            v.action,
+            Action::Authorise,
+            "server answered: client authorised"
+        );
+        assert_eq!(v.packet, None);
+    }
+
+    #[test]
+    fn allowed_handshake_authorises_both_sides_with_decisions_logged() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let wire = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let v = s.handle(Dir::Inbound, &wire, T0);
+        let d = v.decision.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.direction, PolicyDirection::Ingress);
+        assert_eq!(d.peer_ip, IpAddr::from(A));
+        assert_eq!(d.peer_identity, Some(identity("a")));
+        assert_eq!(d.port, 80);
+        assert!(d.reason.contains("b-ingress"), "{}", d.reason);
+        let p = syn_ack(A, 40000, 0);
+        let wire = out(&s.handle(Dir::Outbound, &p, T0), &p);
+        let v = c.handle(Dir::Inbound, &wire, T0);
+        let d = v.decision.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.direction, PolicyDirection::Egress);
+        assert_eq!(d.peer_identity, Some(identity("b")));
+        assert_eq!((d.peer_ip, d.port), (IpAddr::from(B), 80));
+
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        handshake(&mut c, &mut s, 40001, T0);
+        let (cc, sc) = (c.counters(), s.counters());
+        assert_eq!((cc.allowed, cc.authorised), (1, 1));
+        assert_eq!((sc.allowed, sc.authorised), (1, 1));
+        assert_eq!(sc.replay_entries, 1);
+        assert_eq!(
+            (cc.queued_syn_out, cc.queued_synack_in, cc.queued_ack_out),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            (sc.queued_syn_in, sc.queued_synack_out, sc.queued_ack_in),
+            (1, 1, 1)
+        );
+        // authorised flows only linger briefly
+        c.expire(T0 + 10_000);
+        s.expire(T0 + 10_000);
+        assert_eq!((c.counters().flows, s.counters().flows), (0, 0));
+    }
+
+    #[test]
+    fn pki_tokens_work_across_nodes_with_one_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("n1");
+        let n2 = dir.path().join("n2");
+        trireme_token::keys::init_pki(&ca, "node-1").unwrap();
+        trireme_token::keys::issue_node(&ca, "node-2", &n2).unwrap();
+        let (s1, v1) = trireme_token::load_keys(&ca).unwrap();
+        let (s2, v2) = trireme_token::load_keys(&n2).unwrap();
+        let t1: Arc<dyn Tokens> = Arc::new(TokenCrypto::new(s1, v1, "ignored", 30));
+        let t2: Arc<dyn Tokens> = Arc::new(TokenCrypto::new(s2, v2, "ignored", 30));
+        let mut c = engine_with("a", Config::default(), t1);
+        let mut s = engine_with("b", Config::default(), t2);
+        handshake(&mut c, &mut s, 40000, T0);
+    }
+
+    #[test]
+    fn ingress_denied_by_labels_drops_or_rejects() {
+        for (cfg, want) in [
+            (Config::default(), Action::Drop),
+            (cfg_reject(), Action::Reject),
+        ] {
+            let mut c = engine("c");
+            let mut s = engine_with("b", cfg, psk_tokens(PSK, "n"));
+            let p = build(Seg {
+                src: A,
+                dst: B,
+                sport: 40000,
+                dport: 80,
+                seq: ISN_C,
+                ack: None,
+                syn: true,
+                data: b"",
+            });
+            let wire = out(&c.handle(Dir::Outbound, &p, T0), &p);
+            let v = s.handle(Dir::Inbound, &wire, T0);
+            assert_eq!(v.action, want);
+            assert_eq!(v.packet, None);
+            let d = v.decision.unwrap();
+            assert!(!d.allowed);
+            assert_eq!(d.peer_identity, Some(identity("c")));
+            assert!(d.reason.contains("isolated"), "{}", d.reason);
+            assert_eq!(s.counters().denied_policy, 1);
+            // no flow: the SYN-ACK (if the kernel ever sent one) would be dropped
+            let v = s.handle(Dir::Outbound, &syn_ack(A, 40000, 0), T0);
+            assert_eq!(v.action, Action::Drop);
+        }
+    }
+
+    #[test]
+    fn ingress_on_a_port_the_policy_does_not_open_is_denied() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = build(Seg {
+            src: A,
+            dst: B,
+            sport: 40000,
+            dport: 81,
+            seq: ISN_C,
+            ack: None,
+            syn: true,
+            data: b"",
+        });
+        let wire = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let v = s.handle(Dir::Inbound, &wire, T0);
+        assert_eq!(v.action, Action::Drop);
+        assert_eq!(v.decision.unwrap().port, 81);
+    }
+
+    #[test]
+    fn egress_denied_at_the_client_even_though_the_server_allows() {
+        // a's egress admits pod=b only; server pod "d" admits everyone (no policy selects it)
+        for (cfg, reject) in [(Config::default(), false), (cfg_reject(), true)] {
+            let mut c = engine_with("a", cfg, psk_tokens(PSK, "n"));
+            let mut s = engine("d");
+            let p = syn(A, 40000, b"");
+            let wire = out(&c.handle(Dir::Outbound, &p, T0), &p);
+            let v = s.handle(Dir::Inbound, &wire, T0);
+            assert_eq!(v.action, Action::Accept);
+            let p = syn_ack(A, 40000, 0);
+            let wire = out(&s.handle(Dir::Outbound, &p, T0), &p);
+            let v = c.handle(Dir::Inbound, &wire, T0);
+            let d = v.decision.clone().unwrap();
+            assert!(!d.allowed && d.direction == PolicyDirection::Egress);
+            assert_eq!(d.peer_identity, Some(identity("d")));
+            if reject {
+                assert_eq!(v.action, Action::Accept);
+                let rst = packet::parse(v.packet.as_ref().unwrap()).unwrap();
+                assert!(rst.flags.rst && rst.flags.ack && !rst.flags.syn);
+                assert_eq!(
+                    rst.ack,
+                    ISN_C + 1,
+                    "acknowledges our SYN: SYN-SENT accepts it"
+                );
+                assert!(rst.payload.is_empty() && rst.token.is_none());
+                verify_checksums(v.packet.as_ref().unwrap()).unwrap();
+            } else {
+                assert_eq!((v.action, v.packet), (Action::Drop, None));
+            }
+            // the flow is gone: the handshake ACK would be dropped, no proof is ever sent
+            let v = c.handle(Dir::Outbound, &ack_c(40000, b""), T0);
+            assert_eq!(v.action, Action::Drop);
+        }
+    }
+
+    #[test]
+    fn retransmitted_syn_gets_the_same_token_and_is_not_a_replay() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let w1 = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let w2 = out(&c.handle(Dir::Outbound, &p, T0 + 1000), &p);
+        assert_eq!(
+            w1, w2,
+            "same token, not signed again (a new one has a fresh nonce)"
+        );
+        assert_eq!(s.handle(Dir::Inbound, &w1, T0).action, Action::Accept);
+        // the server's SYN-ACK is lost after it went out
+        let sa = syn_ack(A, 40000, 0);
+        let sa1 = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        // the retransmitted SYN arrives: not a replay, the flow keeps its state
+        let v = s.handle(Dir::Inbound, &w2, T0 + 1000);
+        assert_eq!(v.action, Action::Accept, "{:?}", v.decision);
+        assert_eq!(s.counters().denied_replay, 0);
+        let sa2 = out(&s.handle(Dir::Outbound, &sa, T0 + 1000), &sa);
+        assert_eq!(
+            sa1, sa2,
+            "a retransmitted SYN-ACK carries the same token (same Ns)"
+        );
+        // and the handshake completes with it
+        assert_eq!(
+            c.handle(Dir::Inbound, &sa2, T0 + 1000).action,
+            Action::Accept
+        );
+        let a = ack_c(40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &a, T0 + 1000), &a);
+        assert_eq!(
+            s.handle(Dir::Inbound, &w, T0 + 1000).action,
+            Action::Authorise
+        );
+    }
+
+    #[test]
+    fn a_new_syn_on_the_same_tuple_gets_a_new_token() {
+        let mut c = engine("a");
+        let p = syn(A, 40000, b"");
+        let w1 = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let p2 = build(Seg {
+            src: A,
+            dst: B,
+            sport: 40000,
+            dport: 80,
+            seq: ISN_C + 5000,
+            ack: None,
+            syn: true,
+            data: b"",
+        });
+        let w2 = out(&c.handle(Dir::Outbound, &p2, T0), &p2);
+        assert_ne!(token_of(&w1), token_of(&w2));
+    }
+
+    #[test]
+    fn replayed_syn_is_refused_at_the_syn() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let captured = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        assert_eq!(s.handle(Dir::Inbound, &captured, T0).action, Action::Accept);
+        // while the first handshake is still pending, the same token from another port
+        // (same ISN, so the binding holds) is a replay
+        let mut other = captured.clone();
+        other[20..22].copy_from_slice(&41000u16.to_be_bytes());
+        let lay_fix = packet::strip(&other).unwrap(); // recompute checksum via a round trip
+        let other =
+            packet::attach(&lay_fix.packet, &captured[lay_fix.token.clone()], 1500).unwrap();
+        let v = s.handle(Dir::Inbound, &other, T0 + 10);
+        assert_eq!(v.action, Action::Drop);
+        assert!(v.decision.unwrap().reason.contains("replay"));
+        // complete the first handshake
+        let sa = syn_ack(A, 40000, 0);
+        let w = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        c.handle(Dir::Inbound, &w, T0);
+        let a = ack_c(40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &a, T0), &a);
+        assert_eq!(s.handle(Dir::Inbound, &w, T0).action, Action::Authorise);
+        // the exact captured SYN replayed on the same tuple after completion: refused,
+        // even after the authorised flow is forgotten
+        for now in [T0 + 100, T0 + 20_000] {
+            let v = s.handle(Dir::Inbound, &captured, now);
+            assert_eq!(v.action, Action::Drop);
+            assert!(v.decision.unwrap().reason.contains("replay"));
+        }
+        assert_eq!(s.counters().denied_replay, 3);
+    }
+
+    #[test]
+    fn forged_tampered_and_expired_tokens_are_refused() {
+        let mut s = engine("b");
+        // forged: signed with another PSK
+        let mut other = engine_with("a", Config::default(), psk_tokens(&[7u8; 40], "n"));
+        let p = syn(A, 40000, b"");
+        let w = out(&other.handle(Dir::Outbound, &p, T0), &p);
+        let v = s.handle(Dir::Inbound, &w, T0);
+        assert_eq!(v.action, Action::Drop);
+        assert!(v.decision.unwrap().reason.contains("SYN token refused"));
+        // tampered: one byte of the claims changed
+        let mut c = engine("a");
+        let p = syn(A, 40001, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let st = packet::strip(&w).unwrap();
+        let mut tok = w[st.token.clone()].to_vec();
+        let mid = tok.len() / 2;
+        tok[mid] = if tok[mid] == b'A' { b'B' } else { b'A' };
+        let tampered = packet::attach(&st.packet, &tok, 1500).unwrap();
+        assert_eq!(s.handle(Dir::Inbound, &tampered, T0).action, Action::Drop);
+        // lifted to another connection: same token, other ISN
+        let mut moved = build(Seg {
+            src: A,
+            dst: B,
+            sport: 40002,
+            dport: 80,
+            seq: ISN_C + 1,
+            ack: None,
+            syn: true,
+            data: b"",
+        });
+        moved = packet::attach(&moved, &w[st.token.clone()], 1500).unwrap();
+        let v = s.handle(Dir::Inbound, &moved, T0);
+        assert_eq!(v.action, Action::Drop);
+        assert!(v.decision.unwrap().reason.contains("wrong_binding"));
+        // expired: arrives long after its lifetime
+        let p = syn(A, 40003, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let v = s.handle(Dir::Inbound, &w, T0 + 60_000);
+        assert_eq!(v.action, Action::Drop);
+        assert!(v.decision.unwrap().reason.contains("expired"));
+        assert_eq!(s.counters().denied_token, 4);
+        assert_eq!(s.counters().flows, 0);
+    }
+
+    #[test]
+    fn forged_syn_ack_is_dropped_and_the_genuine_one_still_works() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        s.handle(Dir::Inbound, &w, T0);
+        let sa = syn_ack(A, 40000, 0);
+        // an attacker on the path answers first, with a token under another key that
+        // echoes nothing it could know
+        let forged = {
+            let t = psk_tokens(&[9u8; 40], "n");
+            let tok = t
+                .sign_syn_ack(&identity("b"), &[1; 16], &[2; 16], ISN_C, ISN_S, T0 / 1000)
+                .unwrap();
+            packet::attach(&sa, &tok, 1500).unwrap()
+        };
+        let v = c.handle(Dir::Inbound, &forged, T0);
+        assert_eq!(v.action, Action::Drop);
+        assert_eq!(c.counters().denied_token, 1);
+        let genuine = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        assert_eq!(c.handle(Dir::Inbound, &genuine, T0).action, Action::Accept);
+    }
+
+    #[test]
+    fn lost_handshake_ack_never_authorises_without_proof_and_recovers() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        s.handle(Dir::Inbound, &w, T0);
+        let sa = syn_ack(A, 40000, 0);
+        let sa_wire = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        assert_eq!(c.handle(Dir::Inbound, &sa_wire, T0).action, Action::Accept);
+        // the client's ACK with the proof is lost on the wire
+        let a = ack_c(40000, b"");
+        let _lost = out(&c.handle(Dir::Outbound, &a, T0), &a);
+        // the client sends data: unchanged out, dropped at the server (no proof)
+        let d = ack_c(40000, b"GET /");
+        let v = c.handle(Dir::Outbound, &d, T0 + 1);
+        assert_eq!((v.action, v.packet.is_none()), (Action::Accept, true));
+        let v = s.handle(Dir::Inbound, &d, T0 + 1);
+        assert_eq!(v.action, Action::Drop, "never authorised without the proof");
+        // a plain ACK without proof is dropped too
+        assert_eq!(s.handle(Dir::Inbound, &a, T0 + 2).action, Action::Drop);
+        assert_eq!(s.counters().dropped_no_proof, 2);
+        // the server retransmits its SYN-ACK (same token); the client takes it again
+        let sa_wire2 = out(&s.handle(Dir::Outbound, &sa, T0 + 1000), &sa);
+        assert_eq!(sa_wire, sa_wire2);
+        let v = c.handle(Dir::Inbound, &sa_wire2, T0 + 1000);
+        assert_eq!(v.action, Action::Accept);
+        assert_eq!(out(&v, &sa_wire2), sa);
+        // the client kernel answers with a dup ACK: it carries the proof again
+        let w = out(&c.handle(Dir::Outbound, &a, T0 + 1000), &a);
+        assert!(token_of(&w).is_some());
+        let v = s.handle(Dir::Inbound, &w, T0 + 1000);
+        assert_eq!(v.action, Action::Authorise);
+        // data queued before the mark took effect is authorised too
+        assert_eq!(
+            s.handle(Dir::Inbound, &d, T0 + 1001).action,
+            Action::Authorise
+        );
+        // a late duplicate of the proof ACK must not reach the socket as data
+        assert_eq!(s.handle(Dir::Inbound, &w, T0 + 1002).action, Action::Drop);
+    }
+
+    #[test]
+    fn half_open_server_flow_expires_and_late_proof_is_dropped() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        s.handle(Dir::Inbound, &w, T0);
+        let sa = syn_ack(A, 40000, 0);
+        let sa_w = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        c.handle(Dir::Inbound, &sa_w, T0);
+        let a = ack_c(40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &a, T0), &a);
+        assert_eq!(s.counters().flows, 1);
+        let late = T0 + Config::default().half_open_ms + 1;
+        let v = s.handle(Dir::Inbound, &w, late);
+        assert_eq!(v.action, Action::Drop);
+        let sc = s.counters();
+        assert_eq!((sc.flows, sc.expirations, sc.dropped_unknown), (0, 1, 1));
+    }
+
+    #[test]
+    fn bad_proof_is_refused() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        s.handle(Dir::Inbound, &w, T0);
+        let sa = syn_ack(A, 40000, 0);
+        let sa_w = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        c.handle(Dir::Inbound, &sa_w, T0);
+        let a = ack_c(40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &a, T0), &a);
+        let st = packet::strip(&w).unwrap();
+        let mut proof = w[st.token.clone()].to_vec();
+        proof[40] ^= 1;
+        let bad = packet::attach(&st.packet, &proof, 1500).unwrap();
+        let v = s.handle(Dir::Inbound, &bad, T0);
+        assert_eq!(v.action, Action::Drop);
+        assert!(v.decision.unwrap().reason.contains("proof"));
+        assert_eq!(s.counters().denied_proof, 1);
+        // the genuine proof still works
+        assert_eq!(s.handle(Dir::Inbound, &w, T0).action, Action::Authorise);
+    }
+
+    #[test]
+    fn peers_without_tokens_are_judged_by_ip_block() {
+        let mut s = engine("b");
+        // allowed external client (192.168/16): authorised at once, no proof expected
+        let p = syn(EXT, 50000, b"");
+        let v = s.handle(Dir::Inbound, &p, T0);
+        assert_eq!((v.action, v.packet.is_none()), (Action::Authorise, true));
+        let d = v.decision.unwrap();
+        assert!(d.allowed && d.peer_identity.is_none());
+        // its SYN-ACK, if queued at all, is not given a token
+        let sa = build(Seg {
+            src: B,
+            dst: EXT,
+            sport: 80,
+            dport: 50000,
+            seq: ISN_S,
+            ack: Some(ISN_C + 1),
+            syn: true,
+            data: b"",
+        });
+        let v = s.handle(Dir::Outbound, &sa, T0);
+        assert_eq!((v.action, v.packet), (Action::Authorise, None));
+        // a token-less pod address outside the block: denied
+        let p = syn([10, 0, 0, 77], 50000, b"");
+        let v = s.handle(Dir::Inbound, &p, T0);
+        assert_eq!(v.action, Action::Drop);
+        assert!(!v.decision.unwrap().allowed);
+
+        // client side: a plain server (no token in its SYN-ACK)
+        let mut c = engine("a");
+        for (dst, want) in [(EXT, Action::Authorise), ([10, 9, 9, 9], Action::Drop)] {
+            let p = build(Seg {
+                src: A,
+                dst,
+                sport: 40000,
+                dport: 443,
+                seq: ISN_C,
+                ack: None,
+                syn: true,
+                data: b"",
+            });
+            c.handle(Dir::Outbound, &p, T0);
+            let sa = build(Seg {
+                src: dst,
+                dst: A,
+                sport: 443,
+                dport: 40000,
+                seq: ISN_S,
+                ack: Some(ISN_C + 1),
+                syn: true,
+                data: b"",
+            });
+            let v = c.handle(Dir::Inbound, &sa, T0);
+            assert_eq!(v.action, want);
+            assert_eq!(v.packet, None);
+            assert!(v.decision.unwrap().peer_identity.is_none());
+        }
+    }
+
+    #[test]
+    fn node_traffic_is_allowed() {
+        let cfg = Config {
+            allow_node: Some(IpAddr::from(NODE)),
+            ..Config::default()
+        };
+        let mut s = engine_with("b", cfg, psk_tokens(PSK, "n"));
+        let p = build(Seg {
+            src: NODE,
+            dst: B,
+            sport: 50000,
+            dport: 8080,
+            seq: ISN_C,
+            ack: None,
+            syn: true,
+            data: b"",
+        });
+        let v = s.handle(Dir::Inbound, &p, T0);
+        assert_eq!(v.action, Action::Authorise);
+        assert!(v.decision.unwrap().reason.contains("node"));
+        // without allow_node, the same SYN is judged by policy (port 8080 not open)
+        let mut s = engine("b");
+        assert_eq!(s.handle(Dir::Inbound, &p, T0).action, Action::Drop);
+    }
+
+    #[test]
+    fn fast_open_syn_keeps_its_data_and_the_synack_may_ack_it() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"GET / HTTP/1.1\r\n\r\n");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let v = packet::parse(&w).unwrap();
+        assert_eq!(v.payload, b"GET / HTTP/1.1\r\n\r\n");
+        let v = s.handle(Dir::Inbound, &w, T0);
+        assert_eq!(v.action, Action::Accept);
+        assert_eq!(
+            out(&v, &w),
+            p,
+            "server kernel gets the SYN with its data, no token"
+        );
+        // a server that took the Fast Open data acknowledges it in the SYN-ACK
+        let sa = syn_ack(A, 40000, 18);
+        let w = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        assert_eq!(c.handle(Dir::Inbound, &w, T0).action, Action::Accept);
+        // acknowledging more than we sent is not our connection
+        let mut c = engine("a");
+        let p = syn(A, 40001, b"xy");
+        c.handle(Dir::Outbound, &p, T0);
+        let sa = syn_ack(A, 40001, 3);
+        assert_eq!(c.handle(Dir::Inbound, &sa, T0).action, Action::Drop);
+    }
+
+    #[test]
+    fn syn_with_full_options_goes_out_plain() {
+        let mut c = engine("a");
+        let b = PacketBuilder::ipv4(A, B, 64)
+            .tcp(40000, 80, ISN_C, 1000)
+            .syn()
+            .options_raw(&[1u8; 36])
+            .unwrap();
+        let mut p = Vec::new();
+        b.write(&mut p, b"").unwrap();
+        let v = c.handle(Dir::Outbound, &p, T0);
+        assert_eq!((v.action, v.packet), (Action::Accept, None));
+        assert_eq!(c.counters().attach_failed, 1);
+    }
+
+    #[test]
+    fn unknown_flows_and_garbage_are_dropped() {
+        let mut e = engine("b");
+        let cases = [
+            (Dir::Outbound, syn_ack(A, 40000, 0)),
+            (Dir::Inbound, syn_ack(A, 40000, 0)),
+            (Dir::Inbound, ack_c(40000, b"")),
+            (Dir::Outbound, data_s(40000, b"x")),
+            (Dir::Inbound, vec![0x45, 0, 0, 20]),
+        ];
+        for (dir, p) in cases {
+            assert_eq!(e.handle(dir, &p, T0).action, Action::Drop);
+        }
+        let k = e.counters();
+        assert_eq!((k.dropped_unknown, k.dropped_malformed), (4, 1));
+        // a local process forging our marker on its own SYN is refused
+        let p = packet::attach(&syn(A, 40000, b""), b"x", 1500).unwrap();
+        assert_eq!(e.handle(Dir::Outbound, &p, T0).action, Action::Drop);
+    }
+
+    #[test]
+    fn label_update_applies_to_new_handshakes() {
+        let (mut c, mut s) = (engine("c"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        assert_eq!(s.handle(Dir::Inbound, &w, T0).action, Action::Drop);
+        c.set_identity(identity("a"));
+        let p = syn(A, 40001, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        assert_eq!(s.handle(Dir::Inbound, &w, T0).action, Action::Accept);
+    }
+
+    #[test]
+    fn policy_swap_applies_to_new_handshakes() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        s.set_policy(policy(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: x}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+"#,
+        ));
+        let p = syn(A, 40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let v = s.handle(Dir::Inbound, &w, T0);
+        assert_eq!(v.action, Action::Drop);
+        assert!(v.decision.unwrap().reason.contains("deny-all"));
+    }
+
+    #[test]
+    fn flow_table_and_replay_cache_stay_bounded() {
+        let cfg = Config {
+            max_flows: 16,
+            max_replay: 8,
+            ..Config::default()
+        };
+        let mut c = engine_with("a", cfg.clone(), psk_tokens(PSK, "n"));
+        let mut s = engine_with("b", cfg, psk_tokens(PSK, "n"));
+        for port in 0..40u16 {
+            let p = syn(A, 30000 + port, b"");
+            let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+            assert_eq!(s.handle(Dir::Inbound, &w, T0).action, Action::Accept);
+        }
+        let (cc, sc) = (c.counters(), s.counters());
+        assert_eq!((cc.flows, cc.evictions), (16, 24));
+        assert_eq!((sc.flows, sc.evictions), (16, 24));
+        assert_eq!((sc.replay_entries, sc.replay_evictions), (8, 32));
+        // everything goes once its time is up
+        s.expire(T0 + 3_600_000);
+        c.expire(T0 + 3_600_000);
+        assert_eq!((c.counters().flows, s.counters().flows), (0, 0));
+        assert_eq!(s.counters().replay_entries, 0);
+    }
+
+    /// A random source that fails: the engine fails closed.
+    struct Broken;
+    impl Random for Broken {
+        fn fill(&mut self, _: &mut [u8]) -> Result<(), TokenFailure> {
+            Err(TokenFailure {
+                code: "crypto",
+                message: "no entropy".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn broken_randomness_fails_closed() {
+        let mut c = Engine::new(
+            Config::default(),
+            identity("a"),
+            psk_tokens(PSK, "n"),
+            policy(POLICY),
+            Box::new(Broken),
+        );
+        assert_eq!(
+            c.handle(Dir::Outbound, &syn(A, 1, b""), T0).action,
+            Action::Drop
+        );
+    }
+}
