@@ -1,9 +1,14 @@
 //! Signer and Verifier: compact JWS tokens signed and verified with jsonwebtoken.
 //!
-//! Wire form (ASCII):
-//! - PKI: `<node credential JWT>~<token JWT>`; the token JWT is EdDSA-signed by the
-//!   node key named in the credential, the credential is EdDSA-signed by the CA.
-//! - PSK: `<token JWT>`, HS256 with the shared secret, `kid` names the secret.
+//! Wire form: a JWS with an unencoded, detached payload (RFC 7797: header
+//! `"b64":false`, `"crit":["b64"]`), so the claims JSON travels once, not base64'd:
+//! - PKI: `<node credential JWT>~<protected header>..<signature>~<claims JSON>`; the
+//!   token is EdDSA-signed by the node key named in the credential, the credential
+//!   (a compact JWT) is EdDSA-signed by the CA.
+//! - PSK: `<protected header>..<signature>~<claims JSON>`, HS256 with the shared
+//!   secret; the header's `kid` names the secret.
+//!
+//! The signing input is `<protected header>.<claims JSON>` (RFC 7797, section 3).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -67,6 +72,10 @@ struct JwtHeader {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    #[serde(default)]
+    b64: Option<bool>,
+    #[serde(default)]
+    crit: Vec<String>,
 }
 
 /// The claims of a node credential (a CA-signed JWT).
@@ -90,6 +99,10 @@ struct Jws<'a> {
 }
 
 fn split_jws(s: &str) -> Result<Jws<'_>, TokenError> {
+    // Every JOSE header starts with `{"`, base64url `eyJ`.
+    if !s.starts_with("eyJ") && !"eyJ".starts_with(s) {
+        return Err(TokenError::Malformed("not a JWS".into()));
+    }
     let mut dots = s.match_indices('.').map(|(i, _)| i);
     let (Some(d1), Some(d2)) = (dots.next(), dots.next()) else {
         return Err(TokenError::Truncated(
@@ -209,7 +222,8 @@ struct SignerInner {
     mode: Mode,
     alg: Algorithm,
     key: EncodingKey,
-    /// Everything before the claims: `credential~header.` (PKI) or `header.` (PSK).
+    /// Everything before the signature but its two dots: `credential~header` (PKI)
+    /// or `header` (PSK).
     prefix: String,
     /// Length of the credential part plus `~` (0 in PSK mode).
     cred_len: usize,
@@ -231,8 +245,8 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// PKI signer from the node's Ed25519 key (PKCS#8 DER) and its credential.
     pub(crate) fn pki(node_pkcs8: &[u8], credential: String, node: String) -> Self {
-        let header = b64(br#"{"alg":"EdDSA"}"#);
-        let prefix = format!("{credential}~{header}.");
+        let header = b64(br#"{"alg":"EdDSA","b64":false,"crit":["b64"]}"#);
+        let prefix = format!("{credential}~{header}");
         Signer {
             inner: Arc::new(SignerInner {
                 mode: Mode::Pki,
@@ -258,13 +272,15 @@ impl Signer {
             )));
         }
         let kid = key_id(PSK_KID_DOMAIN, secret);
-        let header = b64(format!(r#"{{"alg":"HS256","kid":"{kid}"}}"#).as_bytes());
+        let header = b64(
+            format!(r#"{{"alg":"HS256","kid":"{kid}","b64":false,"crit":["b64"]}}"#).as_bytes(),
+        );
         Ok(Signer {
             inner: Arc::new(SignerInner {
                 mode: Mode::Psk,
                 alg: Algorithm::HS256,
                 key,
-                prefix: format!("{header}."),
+                prefix: header,
                 cred_len: 0,
                 node: None,
                 identity_cache: Mutex::new(None),
@@ -285,7 +301,7 @@ impl Signer {
 
     /// Bytes of every token that do not depend on the claims (credential, header).
     pub fn fixed_overhead(&self) -> usize {
-        self.inner.prefix.len() + 1 + self.signature_len()
+        self.inner.prefix.len() + 3 + self.signature_len()
     }
 
     fn signature_len(&self) -> usize {
@@ -326,17 +342,20 @@ impl Signer {
         }
         let id_json = self.identity_segment(&claims.identity);
         let payload = payload_json(claims, &id_json);
-        let mut out = String::with_capacity(
-            self.inner.prefix.len() + payload.len() * 4 / 3 + 4 + self.signature_len(),
-        );
-        out.push_str(&self.inner.prefix);
-        URL_SAFE_NO_PAD.encode_string(payload.as_bytes(), &mut out);
-        let message = &out[self.inner.cred_len..];
+        let header = &self.inner.prefix[self.inner.cred_len..];
+        let mut message = String::with_capacity(header.len() + 1 + payload.len());
+        message.push_str(header);
+        message.push('.');
+        message.push_str(&payload);
         let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &self.inner.key, self.inner.alg)
             .map_err(|e| TokenError::Crypto(format!("signing: {e}")))?;
-        out.push('.');
-        out.push_str(&sig);
-        Ok(out.into_bytes())
+        let mut out = Vec::with_capacity(self.inner.prefix.len() + 3 + sig.len() + payload.len());
+        out.extend_from_slice(self.inner.prefix.as_bytes());
+        out.extend_from_slice(b"..");
+        out.extend_from_slice(sig.as_bytes());
+        out.push(b'~');
+        out.extend_from_slice(payload.as_bytes());
+        Ok(out)
     }
 }
 
@@ -380,7 +399,7 @@ impl std::fmt::Debug for Verifier {
 }
 
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
 }
 
 impl Verifier {
@@ -447,28 +466,38 @@ impl Verifier {
                 token.len()
             )));
         }
-        if let Some(pos) = token.iter().position(|b| !is_token_byte(*b)) {
-            return Err(TokenError::Malformed(format!(
-                "unexpected byte 0x{:02x} at offset {pos}",
-                token[pos]
-            )));
+        let framing_parts = match self.inner.trust {
+            Trust::Pki { .. } => 2,
+            Trust::Psk { .. } => 1,
+        };
+        if framing_parts == 2 {
+            // A PSK token (`header..sig~claims`) sent to a PKI node: say so.
+            let end = token.iter().position(|b| *b == b'~').unwrap_or(token.len());
+            if let Some(e) = std::str::from_utf8(&token[..end])
+                .ok()
+                .and_then(psk_token_here)
+            {
+                return Err(e);
+            }
         }
-        // Only ASCII from here on.
-        let s = std::str::from_utf8(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let (framing, payload) = split_framing(token, framing_parts)?;
         let claims = match &self.inner.trust {
             Trust::Pki {
                 ca_kid,
                 ca_key,
                 cache,
             } => {
-                let Some((cred, jwt)) = s.split_once('~') else {
-                    return Err(classify_without_credential(s));
+                let first = framing[0];
+                let Some(jws_part) = framing.get(1) else {
+                    return Err(classify_incomplete(first));
                 };
-                if jwt.contains('~') {
-                    return Err(TokenError::Malformed("more than one '~'".into()));
-                }
-                let node = self.node_credential(cred, ca_kid, ca_key, cache, now)?;
-                let jws = split_jws(jwt)?;
+                let Some(payload) = payload else {
+                    return Err(TokenError::Truncated(
+                        "no claims after the signature".into(),
+                    ));
+                };
+                let node = self.node_credential(first, ca_kid, ca_key, cache, now)?;
+                let jws = split_detached(jws_part)?;
                 let header = parse_header(jws.header)?;
                 if header.alg != "EdDSA" {
                     return Err(TokenError::UnknownKey(format!(
@@ -477,10 +506,8 @@ impl Verifier {
                     )));
                 }
                 check_sig_len(jws.signature, ED25519_SIG_B64)?;
-                if !jws_verifies(&jws, &node.key, Algorithm::EdDSA)? {
-                    return Err(TokenError::BadSignature);
-                }
-                let claims = decode_claims(jws.payload)?;
+                verify_detached(&jws, payload, &node.key, Algorithm::EdDSA)?;
+                let claims = parse_payload(payload)?;
                 if claims.node != node.claims.sub {
                     return Err(TokenError::BadCredential(format!(
                         "token claims node {:?} but carries the credential of {:?}",
@@ -490,12 +517,22 @@ impl Verifier {
                 claims
             }
             Trust::Psk { kid, key } => {
-                if s.contains('~') {
-                    return Err(TokenError::UnknownKey(
-                        "token carries a node credential (PKI); this node uses a PSK".into(),
-                    ));
+                let first = framing[0];
+                let Some(payload) = payload else {
+                    return Err(classify_incomplete(first));
+                };
+                let jws = split_jws(first)?;
+                if !jws.payload.is_empty() {
+                    // A complete compact JWS before `~`: a PKI node credential.
+                    let pki = parse_header(jws.header).is_ok_and(|h| h.alg == "EdDSA");
+                    return Err(if pki {
+                        TokenError::UnknownKey(
+                            "token carries a node credential (PKI); this node uses a PSK".into(),
+                        )
+                    } else {
+                        TokenError::Malformed("JWS payload is not detached".into())
+                    });
                 }
-                let jws = split_jws(s)?;
                 let header = parse_header(jws.header)?;
                 if header.alg != "HS256" {
                     return Err(TokenError::UnknownKey(format!(
@@ -510,10 +547,8 @@ impl Verifier {
                     )));
                 }
                 check_sig_len(jws.signature, HS256_SIG_B64)?;
-                if !jws_verifies(&jws, key, Algorithm::HS256)? {
-                    return Err(TokenError::BadSignature);
-                }
-                decode_claims(jws.payload)?
+                verify_detached(&jws, payload, key, Algorithm::HS256)?;
+                parse_payload(payload)?
             }
         };
         check_claims(&claims, expect, now)?;
@@ -560,26 +595,84 @@ impl Verifier {
     }
 }
 
-fn decode_claims(payload: &str) -> Result<Claims, TokenError> {
-    let json = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|e| TokenError::Malformed(format!("claims: {e}")))?;
-    parse_payload(&json)
-}
-
-/// A PKI verifier got input without `~`: a PSK token, or a cut-off PKI token.
-fn classify_without_credential(s: &str) -> TokenError {
-    if let Ok(jws) = split_jws(s) {
-        if let Ok(h) = parse_header(jws.header) {
-            if h.alg == "HS256" {
-                return TokenError::UnknownKey(
-                    "token signed with a PSK (HS256); this node trusts a CA".into(),
-                );
-            }
+/// Splits the ASCII framing parts (separated by `~`) from the claims JSON.
+/// Returns up to `n` framing parts and the payload if all `n` were present.
+fn split_framing(token: &[u8], n: usize) -> Result<(Vec<&str>, Option<&[u8]>), TokenError> {
+    let mut parts = Vec::with_capacity(n);
+    let mut rest = token;
+    while parts.len() < n {
+        let end = rest.iter().position(|b| *b == b'~');
+        let part = &rest[..end.unwrap_or(rest.len())];
+        if let Some(pos) = part.iter().position(|b| !is_token_byte(*b)) {
+            return Err(TokenError::Malformed(format!(
+                "unexpected byte 0x{:02x} at offset {}",
+                part[pos],
+                token.len() - rest.len() + pos
+            )));
+        }
+        // Only base64url characters and dots: ASCII.
+        parts.push(std::str::from_utf8(part).map_err(|e| TokenError::Malformed(e.to_string()))?);
+        match end {
+            Some(e) => rest = &rest[e + 1..],
+            None => return Ok((parts, None)),
         }
     }
-    if s.bytes().all(|b| is_token_byte(b) && b != b'~') && s.starts_with("eyJ") {
-        TokenError::Truncated("no token after the node credential".into())
+    Ok((parts, Some(rest)))
+}
+
+/// A detached-payload JWS: `header..signature`.
+fn split_detached(s: &str) -> Result<Jws<'_>, TokenError> {
+    let jws = split_jws(s)?;
+    if !jws.payload.is_empty() {
+        return Err(TokenError::Malformed("JWS payload is not detached".into()));
+    }
+    Ok(jws)
+}
+
+/// Verifies a detached-payload JWS over `header.payload` with jsonwebtoken.
+fn verify_detached(
+    jws: &Jws<'_>,
+    payload: &[u8],
+    key: &DecodingKey,
+    alg: Algorithm,
+) -> Result<(), TokenError> {
+    let header: JwtHeader = parse_header(jws.header)?;
+    if header.b64 != Some(false) || !header.crit.iter().any(|c| c == "b64") {
+        return Err(TokenError::Malformed(
+            "header must declare an unencoded payload (\"b64\":false, \"crit\":[\"b64\"])".into(),
+        ));
+    }
+    let mut message = Vec::with_capacity(jws.header.len() + 1 + payload.len());
+    message.extend_from_slice(jws.header.as_bytes());
+    message.push(b'.');
+    message.extend_from_slice(payload);
+    let ok = jsonwebtoken::crypto::verify(jws.signature, &message, key, alg)
+        .map_err(|e| TokenError::Malformed(format!("signature: {e}")))?;
+    if ok {
+        return Ok(());
+    }
+    // A cut-off token fails the signature too; tell it apart by its unfinished JSON.
+    match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+        Err(e) if e.classify() == serde_json::error::Category::Eof => {
+            Err(TokenError::Truncated("claims JSON ends early".into()))
+        }
+        _ => Err(TokenError::BadSignature),
+    }
+}
+
+/// A PKI verifier's first framing part is a PSK token's JWS: wrong trust mode.
+fn psk_token_here(first: &str) -> Option<TokenError> {
+    let jws = split_jws(first).ok()?;
+    let h = parse_header(jws.header).ok()?;
+    (h.alg == "HS256").then(|| {
+        TokenError::UnknownKey("token signed with a PSK (HS256); this node trusts a CA".into())
+    })
+}
+
+/// Input ended inside the framing: a cut-off token, or something else entirely.
+fn classify_incomplete(s: &str) -> TokenError {
+    if s.starts_with("eyJ") || "eyJ".starts_with(s) {
+        TokenError::Truncated("token ends before its claims".into())
     } else {
         TokenError::Malformed("not a trireme token".into())
     }
