@@ -349,13 +349,14 @@ enum Flow {
     Authorised,
 }
 
-/// Replay-cache entry: the connection that first used a nonce.
+/// Replay-cache entry: the connection that first used a nonce, and how it went.
 #[derive(Debug, Clone, Copy)]
 struct NonceUse {
     key: FlowKey,
     isn_c: u32,
-    /// The handshake with this nonce completed: any further SYN with it is a replay.
-    completed: bool,
+    /// The SYN was denied: nothing was authorised and no SYN-ACK went out, so a
+    /// retransmit of it may be judged again.
+    denied: bool,
 }
 
 /// The per-pod handshake engine.
@@ -779,10 +780,17 @@ impl Engine {
             }
         };
         // Replays are refused here, at the SYN. A retransmitted SYN (same tuple, same ISN,
-        // same nonce, handshake not completed) is not a replay.
+        // same nonce) is not a replay while its handshake is still pending here, or when
+        // it was denied. Once the flow completed, expired or was evicted, the nonce is
+        // spent: the proof secret may have been on the wire by then.
+        let pending = matches!(
+            self.flows.get(&key, now_ms),
+            Some(Flow::Server { isn_c, client_nonce, .. })
+                if *isn_c == v.seq && *client_nonce == info.nonce
+        );
         let retransmit = match self.replay.get(&info.nonce, now_ms) {
             None => false,
-            Some(u) if u.key == key && u.isn_c == v.seq && !u.completed => true,
+            Some(u) if u.key == key && u.isn_c == v.seq && (pending || u.denied) => true,
             Some(_) => {
                 self.counters.denied_replay += 1;
                 let log = denied("replayed SYN token".into());
@@ -794,7 +802,7 @@ impl Engine {
             let use_ = NonceUse {
                 key,
                 isn_c: v.seq,
-                completed: false,
+                denied: false,
             };
             let r = self.replay.insert(info.nonce, use_, expires, now_ms);
             self.counters.replay_evictions += r.evicted as u64;
@@ -814,6 +822,9 @@ impl Engine {
             port,
             Some(info.identity),
         );
+        if let Some(u) = self.replay.get_mut(&info.nonce, now_ms) {
+            u.denied = !log.allowed;
+        }
         if !log.allowed {
             self.counters.denied_policy += 1;
             self.flows.remove(&key);
@@ -827,13 +838,8 @@ impl Engine {
             }
         };
         self.counters.allowed += 1;
-        // Keep the state of a retransmitted SYN's flow (the SYN-ACK token stays the same).
-        let keep = matches!(
-            self.flows.get(&key, now_ms),
-            Some(Flow::Server { isn_c, client_nonce, .. })
-                if *isn_c == v.seq && *client_nonce == info.nonce
-        );
-        if !keep {
+        // A retransmitted SYN's pending flow keeps its state (the SYN-ACK token stays).
+        if !pending {
             self.put(
                 key,
                 Flow::Server {
@@ -943,9 +949,9 @@ impl Engine {
             }
             Flow::Server {
                 isn_c,
-                client_nonce,
                 commit,
                 sent,
+                ..
             } => {
                 if v.flags.rst && v.token.is_none() {
                     self.flows.remove(&key);
@@ -977,10 +983,8 @@ impl Engine {
                     self.counters.dropped_malformed += 1;
                     return Verdict::new(Action::Drop);
                 };
-                // From now on a SYN with this nonce is a replay, even on the same tuple.
-                if let Some(u) = self.replay.get_mut(&client_nonce, now_ms) {
-                    u.completed = true;
-                }
+                // The flow leaves the pending state: from now on a SYN with this nonce
+                // is a replay, even on the same tuple.
                 self.authorise(key, now_ms);
                 Verdict::new(Action::Authorise).with_packet(stripped.packet)
             }
@@ -1794,6 +1798,31 @@ spec:
         );
         // a late duplicate of the proof ACK must not reach the socket as data
         assert_eq!(s.handle(Dir::Inbound, &w, T0 + 1002).action, Action::Drop);
+    }
+
+    #[test]
+    fn syn_reused_after_its_flow_expired_is_a_replay_but_a_denied_syn_may_retry() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let p = syn(A, 40000, b"");
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        assert_eq!(s.handle(Dir::Inbound, &w, T0).action, Action::Accept);
+        // the flow expires half-open (the proof ACK may have been seen on the wire)
+        let later = T0 + Config::default().half_open_ms + 1;
+        let v = s.handle(Dir::Inbound, &w, later);
+        assert_eq!(v.action, Action::Drop);
+        assert!(v.decision.unwrap().reason.contains("replay"));
+        // a SYN denied by policy may be retransmitted and judged again, not as a replay
+        let mut c2 = engine("c");
+        let p = syn(A, 40001, b"");
+        let w = out(&c2.handle(Dir::Outbound, &p, T0), &p);
+        assert_eq!(s.handle(Dir::Inbound, &w, T0).action, Action::Drop);
+        let v = s.handle(Dir::Inbound, &w, T0 + 1000);
+        assert_eq!(v.action, Action::Drop);
+        assert!(v.decision.unwrap().reason.contains("isolated"));
+        // ... and after a policy change that admits it, the retransmit gets through
+        s.set_policy(policy(""));
+        assert_eq!(s.handle(Dir::Inbound, &w, T0 + 3000).action, Action::Accept);
+        assert_eq!(s.counters().denied_replay, 1);
     }
 
     #[test]
