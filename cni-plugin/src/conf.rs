@@ -421,43 +421,11 @@ pub fn check_policy_dir(dir: &Path) -> Result<()> {
 }
 
 pub fn check_key_dir(dir: &Path) -> std::result::Result<(), String> {
-    std::fs::read_dir(dir).map_err(|e| {
-        format!(
-            "keyDir {} is not a readable directory ({e}); create keys with `triremectl keys init --dir {}`",
-            dir.display(),
-            dir.display()
-        )
-    })?;
-    let readable = |f: &str| -> std::result::Result<bool, String> {
-        let p = dir.join(f);
-        match std::fs::read(&p) {
-            Ok(b) if b.is_empty() => Err(format!("{} is empty", p.display())),
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(format!("{} is not readable: {e}", p.display())),
-        }
-    };
-    if readable("psk.key")? {
-        return Ok(());
-    }
-    let pki = ["node.key", "node.crt", "ca.crt"];
-    let mut missing = Vec::new();
-    for f in pki {
-        if !readable(f)? {
-            missing.push(f);
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "keyDir {} holds neither psk.key nor a full PKI credential (missing {}); create keys with `triremectl keys init --dir {}` or `triremectl keys psk --dir {}`",
-            dir.display(),
-            missing.join(", "),
-            dir.display(),
-            dir.display()
-        ))
-    }
+    // The same loader the enforcer uses: detects PSK or PKI, checks permissions, that the
+    // node credential is signed by the CA, valid now and matches the node key.
+    trireme_token::load_keys(dir)
+        .map(|_| ())
+        .map_err(|e| format!("keyDir {}: {e}", dir.display()))
 }
 
 /// The enforcer binary to start: `enforcerPath`, or `trireme-enforcer` next to this binary.

@@ -86,23 +86,46 @@ fn run(ns: &Path, program: &str, args: &[&str], stdin: Option<&str>) -> Result<S
     }
 }
 
-/// Which of our chains exist in the namespace (IPv4).
+/// The iptables families: (save, restore) programs. IPv6 is skipped where ip6tables is not
+/// installed.
+const FAMILIES: &[(&str, &str)] = &[
+    ("iptables-save", "iptables-restore"),
+    ("ip6tables-save", "ip6tables-restore"),
+];
+
+/// Which of our chains exist in the namespace (all families).
 pub fn our_chains(ns: &Path) -> Result<Vec<String>> {
-    let save = run(ns, "iptables-save", &[], None)?;
-    Ok(save
-        .lines()
-        .filter_map(|l| l.strip_prefix(':'))
-        .filter_map(|d| d.split_whitespace().next())
-        .filter(|c| c.starts_with(CHAIN_PREFIX))
-        .map(str::to_string)
-        .collect())
+    let mut out = Vec::new();
+    for (i, (save, _)) in FAMILIES.iter().enumerate() {
+        let dump = match run(ns, save, &[], None) {
+            Ok(d) => d,
+            Err(_) if i > 0 => continue,
+            Err(e) => return Err(e),
+        };
+        out.extend(
+            dump.lines()
+                .filter_map(|l| l.strip_prefix(':'))
+                .filter_map(|d| d.split_whitespace().next())
+                .filter(|c| c.starts_with(CHAIN_PREFIX))
+                .map(str::to_string),
+        );
+    }
+    Ok(out)
 }
 
-/// Removes every enforcer rule and chain in the namespace. Does nothing when there are none.
+/// Removes every enforcer rule and chain in the namespace (all families). Does nothing when
+/// there are none.
 pub fn remove_all(ns: &Path) -> Result<()> {
-    let save = run(ns, "iptables-save", &[], None)?;
-    if let Some(script) = cleanup_script(&save) {
-        run(ns, "iptables-restore", &["--noflush"], Some(&script))?;
+    for (i, (save, restore)) in FAMILIES.iter().enumerate() {
+        let dump = match run(ns, save, &[], None) {
+            Ok(d) => d,
+            // ip6tables may be missing or without kernel support; IPv4 is required.
+            Err(_) if i > 0 => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(script) = cleanup_script(&dump) {
+            run(ns, restore, &["--noflush"], Some(&script))?;
+        }
     }
     Ok(())
 }

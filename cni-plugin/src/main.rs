@@ -5,15 +5,10 @@ use std::io::{Read, Write};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if std::env::var_os("CNI_COMMAND").is_none() {
-        if args.get(1).map(String::as_str) == Some("supervise") {
-            std::process::exit(trireme_cni::supervisor::run(&args[1..]));
-        }
-        eprintln!(
-            "trireme: CNI plugin (CNI {}); run by a container runtime with CNI_COMMAND set",
-            trireme_cni::conf::SUPPORTED_VERSIONS.join(", ")
-        );
-        std::process::exit(1);
+    if std::env::var_os("CNI_COMMAND").is_none()
+        && args.get(1).map(String::as_str) == Some("supervise")
+    {
+        std::process::exit(trireme_cni::supervisor::run(&args[1..]));
     }
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
