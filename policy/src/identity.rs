@@ -34,3 +34,20 @@ pub struct Identity {
     /// The pod's named container ports, used to resolve named ports in policies.
     pub ports: Vec<NamedPort>,
 }
+
+impl Protocol {
+    /// `TCP`, `UDP` or `SCTP`, as NetworkPolicy spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

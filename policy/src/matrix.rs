@@ -111,12 +111,8 @@ pub struct TruthTable {
     pub allowed: BTreeMap<(String, String), bool>,
 }
 
-pub(crate) fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "TCP",
-        Protocol::Udp => "UDP",
-        Protocol::Sctp => "SCTP",
-    }
+fn protocol_name(p: Protocol) -> &'static str {
+    p.as_str()
 }
 
 /// Parses `TCP`, `UDP` or `SCTP` (case-insensitive).
@@ -137,23 +133,29 @@ impl TruthTable {
             .copied()
     }
 
-    /// The JSON form `{"port":80,"protocol":"TCP","allowed":{"x/a":{"x/b":true,...},...}}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut rows = serde_json::Map::new();
-        for from in &self.pods {
-            let mut row = serde_json::Map::new();
-            for to in &self.pods {
-                if let Some(v) = self.get(from, to) {
-                    row.insert(to.clone(), serde_json::Value::Bool(v));
-                }
-            }
-            rows.insert(from.clone(), serde_json::Value::Object(row));
-        }
-        serde_json::json!({
-            "port": self.port,
-            "protocol": protocol_name(self.protocol),
-            "allowed": rows,
-        })
+    /// The JSON form, keys in exactly this order:
+    /// `{"port":80,"protocol":"TCP","allowed":{"x/a":{"x/a":false,"x/b":true,...},...}}`
+    /// (source, then destination, in table order).
+    pub fn to_json(&self) -> String {
+        let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+        let rows: Vec<String> = self
+            .pods
+            .iter()
+            .map(|from| {
+                let cells: Vec<String> = self
+                    .pods
+                    .iter()
+                    .filter_map(|to| self.get(from, to).map(|v| format!("{}:{v}", q(to))))
+                    .collect();
+                format!("{}:{{{}}}", q(from), cells.join(","))
+            })
+            .collect();
+        format!(
+            "{{\"port\":{},\"protocol\":{},\"allowed\":{{{}}}}}",
+            self.port,
+            q(protocol_name(self.protocol)),
+            rows.join(",")
+        )
     }
 
     /// A table of the pairs where `observed` differs from `self` (`X` = mismatch, `.` =
