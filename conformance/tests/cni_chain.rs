@@ -1,0 +1,298 @@
+//! Issue 4 "Done when", through the conformance runtime with [bridge, trireme] and
+//! [ptp, trireme]: real namespaces, real plugins, the real enforcer, real TCP.
+
+mod common;
+
+use common::{code, new_ns, pod_ip, Fixture, Main};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use trireme_conformance::{probe, Netns, RuntimeConf, TcpServer};
+
+const POLICY: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: server-from-good
+  namespace: default
+spec:
+  podSelector:
+    matchLabels:
+      app: server
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          app: good
+    ports:
+    - port: 8080
+      protocol: TCP
+"#;
+
+fn chain_allows_and_denies_by_labels(main: Main) {
+    let fx = Fixture::new(main);
+    fx.write_policy("server-from-good", POLICY);
+    let (server_ns, good_ns, bad_ns) = (new_ns(), new_ns(), new_ns());
+    let server = fx.runtime_conf(&server_ns, "server", &[("app", "server")]);
+    let good = fx.runtime_conf(&good_ns, "good", &[("app", "good")]);
+    let bad = fx.runtime_conf(&bad_ns, "bad", &[("app", "bad")]);
+
+    let mut server_ip = None;
+    for rc in [&server, &good, &bad] {
+        let trace = fx
+            .add(rc)
+            .unwrap_or_else(|e| panic!("ADD {}: {e}", rc.container_id));
+        assert_eq!(trace.len(), 2);
+        // trireme prints the main plugin's result unchanged.
+        assert_eq!(
+            trace[1], trace[0],
+            "trireme changed the main plugin's result"
+        );
+        assert_eq!(trace[1]["cniVersion"], "1.0.0");
+        if rc.container_id == server.container_id {
+            server_ip = Some(pod_ip(&trace[1]));
+        }
+        fx.rt.check(&fx.list("1.0.0"), rc).expect("CHECK after ADD");
+    }
+    let server_ip = server_ip.unwrap();
+    let srv = TcpServer::start(&server_ns, 8080).unwrap();
+    assert!(
+        probe(&good_ns, server_ip, 8080, Duration::from_secs(3)),
+        "app=good must reach app=server:8080"
+    );
+    let accepted = srv.accepts();
+    assert!(
+        !probe(&bad_ns, server_ip, 8080, Duration::from_secs(2)),
+        "app=bad must not reach app=server:8080"
+    );
+    assert_eq!(
+        srv.accepts(),
+        accepted,
+        "the server saw the denied connection"
+    );
+    drop(srv);
+
+    for rc in [&server, &good, &bad] {
+        for _ in 0..3 {
+            fx.del(rc).expect("DEL is idempotent");
+        }
+    }
+    let left = fx.settle_leftovers(&[&server_ns, &good_ns, &bad_ns]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[test]
+fn bridge_chain_allows_and_denies_by_labels() {
+    chain_allows_and_denies_by_labels(Main::Bridge);
+}
+
+#[test]
+fn ptp_chain_allows_and_denies_by_labels() {
+    chain_allows_and_denies_by_labels(Main::Ptp);
+}
+
+fn enforcer_pid(fx: &Fixture, rc: &RuntimeConf) -> u32 {
+    let sup = fx.supervisor_pid(rc).expect("supervisor pid file");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(c) = trireme_cni_children(sup).first() {
+            return *c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "supervisor {sup} has no enforcer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn trireme_cni_children(pid: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    let mut it = rest.split_whitespace();
+                    let state = it.next()?;
+                    let ppid: u32 = it.next()?.parse().ok()?;
+                    Some(state != "Z" && ppid == pid)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn check_fails_while_the_enforcer_is_dead_and_passes_after_restart() {
+    let mut fx = Fixture::new(Main::Bridge);
+    // Long enough that CHECK runs before the restart, short enough for the test.
+    fx.trireme_extra = json!({"restartDelayMs": 3000});
+    let ns = new_ns();
+    let rc = fx.runtime_conf(&ns, "p", &[("app", "x")]);
+    fx.add(&rc).expect("ADD");
+    let list = fx.list("1.0.0");
+    fx.rt.check(&list, &rc).expect("CHECK while running");
+
+    let pid = enforcer_pid(&fx, &rc);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed_at = Instant::now();
+    while trireme_conformance::sandbox::processes_with(&format!("{}", rc.container_id))
+        .contains(&pid)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let e = fx
+        .rt
+        .check(&list, &rc)
+        .expect_err("CHECK must fail while the enforcer is dead");
+    assert!(
+        killed_at.elapsed() < Duration::from_millis(3000),
+        "too slow to observe"
+    );
+    assert_eq!(code(&e), 101, "{e}");
+
+    // The supervisor restarts it; CHECK passes again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match fx.rt.check(&list, &rc) {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "never recovered: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(enforcer_pid(&fx, &rc), pid, "a new enforcer runs");
+    fx.del(&rc).unwrap();
+    let left = fx.settle_leftovers(&[&ns]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[test]
+fn del_after_the_namespace_is_gone() {
+    let fx = Fixture::new(Main::Bridge);
+    let mut ns = new_ns();
+    let rc = fx.runtime_conf(&ns, "p", &[("app", "x")]);
+    fx.add(&rc).expect("ADD");
+    ns.delete().unwrap();
+    for _ in 0..3 {
+        fx.del(&rc).expect("DEL without netns");
+    }
+    let left = fx.settle_leftovers(&[]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[test]
+fn gc_removes_attachments_that_are_not_valid() {
+    let fx = Fixture::new(Main::Bridge);
+    let (ns1, ns2) = (new_ns(), new_ns());
+    let keep = fx.runtime_conf(&ns1, "keep", &[("app", "a")]);
+    let drop_ = fx.runtime_conf(&ns2, "drop", &[("app", "b")]);
+    fx.add(&keep).unwrap();
+    fx.add(&drop_).unwrap();
+    let mut gc = fx.trireme_conf();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["name"] = json!(fx.network);
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": keep.container_id, "ifname": "eth0"}]);
+    fx.rt.exec("trireme", "GC", None, &gc).expect("GC");
+    let list = fx.list("1.0.0");
+    fx.rt
+        .check(&list, &keep)
+        .expect("valid attachment survives GC");
+    let e = fx
+        .rt
+        .check(&list, &drop_)
+        .expect_err("GC removed the other one");
+    assert_eq!(code(&e), 101);
+    assert!(fx.supervisor_pid(&drop_).is_none());
+    let ns2_rules = fx.leftovers(&[&ns2]);
+    assert!(
+        ns2_rules
+            .iter()
+            .all(|l| !l.contains(ns2.name()) && !l.contains(&drop_.container_id)),
+        "{ns2_rules:#?}"
+    );
+
+    // A missing valid-attachments key means none is valid.
+    gc.as_object_mut()
+        .unwrap()
+        .remove("cni.dev/valid-attachments");
+    fx.rt.exec("trireme", "GC", None, &gc).expect("GC");
+    let left = fx.settle_leftovers(&[&ns1, &ns2]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    for rc in [&keep, &drop_] {
+        fx.del(rc).unwrap();
+    }
+}
+
+#[test]
+fn accepts_0_4_0_and_1_1_0_configs() {
+    let fx = Fixture::new(Main::Bridge);
+    // 0.4.0 through the runtime (bridge speaks it too).
+    let ns = new_ns();
+    let rc = fx.runtime_conf(&ns, "old", &[("app", "x")]);
+    fx.attached.lock().unwrap().push(rc.clone());
+    let list = fx.list("0.4.0");
+    let trace = fx.rt.add_traced(&list, &rc).expect("ADD 0.4.0");
+    assert_eq!(trace[1], trace[0]);
+    assert_eq!(trace[1]["cniVersion"], "0.4.0");
+    fx.rt.check(&list, &rc).expect("CHECK 0.4.0");
+    fx.rt.del(&list, &rc).expect("DEL 0.4.0");
+
+    // 1.1.0 directly (Debian's bridge stops at 1.0.0): prevResult from a 1.0.0 bridge ADD.
+    let ns2 = new_ns();
+    let rc2 = fx.runtime_conf(&ns2, "new", &[("app", "y")]);
+    fx.attached.lock().unwrap().push(rc2.clone());
+    let bridge_only = trireme_conformance::NetworkConfigList::from_value(&json!({
+        "cniVersion": "1.0.0", "name": fx.network, "plugins": [fx.main_conf()]
+    }))
+    .unwrap();
+    let prev = fx.rt.add(&bridge_only, &rc2).unwrap();
+    let mut conf = fx.trireme_conf();
+    conf["cniVersion"] = json!("1.1.0");
+    conf["name"] = json!(fx.network);
+    conf["prevResult"] = prev.clone();
+    let out = fx
+        .rt
+        .exec("trireme", "ADD", Some(&rc2), &conf)
+        .unwrap()
+        .unwrap();
+    let mut expected = prev.clone();
+    expected["cniVersion"] = json!("1.1.0");
+    assert_eq!(out, expected);
+    fx.rt.exec("trireme", "DEL", Some(&rc2), &conf).unwrap();
+    fx.rt.del(&bridge_only, &rc2).unwrap();
+    let left = fx.settle_leftovers(&[&ns, &ns2]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[test]
+fn hundred_add_del_cycles_leave_nothing_behind() {
+    let fx = Fixture::new(Main::Bridge);
+    let ns: Netns = new_ns();
+    for i in 0..100 {
+        let rc = fx.runtime_conf(&ns, "cycle", &[("app", "cycle")]);
+        fx.add(&rc).unwrap_or_else(|e| panic!("ADD #{i}: {e}"));
+        fx.del(&rc).unwrap_or_else(|e| panic!("DEL #{i}: {e}"));
+        fx.attached.lock().unwrap().clear();
+    }
+    let left = fx.settle_leftovers(&[&ns]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    // host-local keeps one file per leased address (named after it): none may remain.
+    let leases: Vec<_> = std::fs::read_dir(fx.path("ipam").join(&fx.network))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+        })
+        .collect();
+    assert!(leases.is_empty(), "host-local kept leases: {leases:?}");
+}
