@@ -261,7 +261,8 @@ pub struct Counters {
     pub dropped_no_proof: u64,
     /// Packets of no known flow (fail safe).
     pub dropped_unknown: u64,
-    /// Packets that could not be parsed.
+    /// Packets that could not be parsed or carried a bad marker (inbound: dropped;
+    /// outbound unparsable: passed unchanged).
     pub dropped_malformed: u64,
     /// Outbound packets a token did not fit on (options full or too big) or signing failed.
     pub attach_failed: u64,
@@ -437,7 +438,13 @@ impl Engine {
             Ok(v) => v,
             Err(_) => {
                 self.counters.dropped_malformed += 1;
-                return Verdict::new(Action::Drop);
+                // Inbound: fail safe. Outbound (our own kernel's packet in a form we do
+                // not rewrite, e.g. IPv6 extension headers): it goes out unchanged and
+                // the peer judges us as a peer without a token.
+                return Verdict::new(match dir {
+                    Dir::Inbound => Action::Drop,
+                    Dir::Outbound => Action::Accept,
+                });
             }
         };
         let f = view.flags;
@@ -2002,11 +2009,16 @@ spec:
             (Dir::Outbound, data_s(40000, b"x")),
             (Dir::Inbound, vec![0x45, 0, 0, 20]),
         ];
+        assert_eq!(
+            e.handle(Dir::Outbound, &[0x45, 0, 0, 20], T0).action,
+            Action::Accept,
+            "our own unparsable packet goes out unchanged"
+        );
         for (dir, p) in cases {
             assert_eq!(e.handle(dir, &p, T0).action, Action::Drop);
         }
         let k = e.counters();
-        assert_eq!((k.dropped_unknown, k.dropped_malformed), (4, 1));
+        assert_eq!((k.dropped_unknown, k.dropped_malformed), (4, 2));
         // a local process forging our marker on its own SYN is refused
         let p = packet::attach(&syn(A, 40000, b""), b"x", 1500).unwrap();
         assert_eq!(e.handle(Dir::Outbound, &p, T0).action, Action::Drop);
