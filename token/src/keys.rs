@@ -435,3 +435,58 @@ pub fn load_keys(dir: &Path) -> Result<(Signer, Verifier), TokenError> {
         Verifier::pki(&ca_public),
     ))
 }
+
+/// What a key directory holds, for `triremectl keys show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The trust mode `load_keys` uses for this directory.
+    pub mode: crate::Mode,
+    /// PKI: the node named by `node.crt`.
+    pub node: Option<String>,
+    /// PKI: the CA's key id (tokens of nodes issued by other CAs are rejected).
+    /// PSK: the secret's key id (the `kid` in every token).
+    pub key_id: String,
+    /// PKI: validity of `node.crt`, unix seconds (from, until).
+    pub valid: Option<(u64, u64)>,
+    /// Whether `ca.key` is present (this directory can issue node keys).
+    pub has_ca_key: bool,
+}
+
+/// Loads `dir` exactly as [`load_keys`] does and describes it.
+pub fn describe(dir: &Path) -> Result<KeyInfo, TokenError> {
+    let (signer, _) = load_keys(dir)?;
+    let has_ca_key = dir.join(CA_KEY).exists();
+    match signer.mode() {
+        crate::Mode::Psk => {
+            let path = dir.join(PSK_KEY);
+            let secret = pem::decode(&read_private(&path)?, PSK_LABEL)
+                .map_err(|m| TokenError::keys(&path, m))?;
+            Ok(KeyInfo {
+                mode: crate::Mode::Psk,
+                node: None,
+                key_id: key_id(crate::token::PSK_KID_DOMAIN, &secret),
+                valid: None,
+                has_ca_key,
+            })
+        }
+        crate::Mode::Pki => {
+            let ca_crt_path = dir.join(CA_CRT);
+            let ca_public = parse_ed25519_public(&ca_crt_path, &read_text(&ca_crt_path)?)?;
+            let ca_kid = key_id(CA_KID_DOMAIN, &ca_public);
+            let cred = read_text(&dir.join(NODE_CRT))?;
+            let claims = verify_credential(
+                cred.trim(),
+                &ca_kid,
+                &jsonwebtoken::DecodingKey::from_ed_der(&ca_public),
+                crate::now_unix(),
+            )?;
+            Ok(KeyInfo {
+                mode: crate::Mode::Pki,
+                node: Some(claims.sub),
+                key_id: ca_kid,
+                valid: Some((claims.iat, claims.exp)),
+                has_ca_key,
+            })
+        }
+    }
+}

@@ -18,6 +18,7 @@ mod error;
 pub mod keys;
 mod pem;
 pub mod proof;
+mod provider;
 mod token;
 
 pub use claims::{
@@ -31,17 +32,18 @@ pub use token::{Mode, Signer, Verifier, MAX_TOKEN_LEN};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use jsonwebtoken::crypto::CryptoProvider;
 
-/// Checks (and if needed installs) jsonwebtoken's crypto provider and the system
-/// random source. Idempotent; cheap after the first call.
+/// Installs jsonwebtoken's crypto provider (aws-lc-rs, with Ed25519 key pairs parsed
+/// once instead of per signature) unless one is installed already, and checks it and
+/// the system random source with a real round trip. Idempotent; cheap after the
+/// first call. Every constructor of this crate calls it; call it first thing at
+/// start-up to fail early with an error instead of a panic later.
 pub fn init() -> Result<(), TokenError> {
     static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     CHECKED
         .get_or_init(|| {
-            if CryptoProvider::try_get_default().is_none() {
-                // Not reachable with exactly one backend feature, but a build with
-                // both or neither would land here: install ours explicitly.
-                let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
-            }
+            // Ours: aws-lc-rs with Ed25519 key pairs parsed once. If another provider
+            // was installed (or chosen) before, that one stays and works, only slower.
+            let _ = provider::PROVIDER.install_default();
             if CryptoProvider::try_get_default().is_none() {
                 return Err("jsonwebtoken has no crypto provider (build needs exactly one of the aws_lc_rs / rust_crypto features)".to_string());
             }

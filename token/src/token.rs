@@ -453,6 +453,14 @@ impl Verifier {
         }
     }
 
+    /// Forgets every cached node credential (e.g. after the CA was rotated); the
+    /// next token of each node verifies its credential again.
+    pub fn clear_credential_cache(&self) {
+        if let Trust::Pki { cache, .. } = &self.inner.trust {
+            cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
     /// Verifies a token received on a handshake packet: framing, signature(s),
     /// validity time (with [`CLOCK_SKEW_SECS`]), kind and binding to `expect`.
     /// `now` in unix seconds. Returns the verified claims.
