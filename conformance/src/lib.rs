@@ -5,8 +5,13 @@
 //! - [`sandbox`]: named network namespaces and host links with Drop guards, running code or
 //!   commands inside a namespace, unique names, root checks, binaries of this workspace.
 //! - [`probe`]: real TCP servers and probes between namespaces.
+//! - [`cluster`]: a sandbox cluster of namespace pods (bridge + host-local + trireme) with
+//!   policies, Service VIPs and the Kubernetes-node host set-up; [`matrix`]: probed
+//!   reachability matrices compared with the policy engine's, printed as upstream does.
 
+pub mod cluster;
 pub mod cni;
+pub mod matrix;
 pub mod probe;
 pub mod sandbox;
 
