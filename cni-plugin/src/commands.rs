@@ -291,6 +291,15 @@ pub fn teardown(st: &State, netns_hint: Option<&Path>, state_path: &Path) -> Res
             }
         }
     }
+    // Enforcers without a live supervisor (e.g. the supervisor was killed).
+    for c in process::enforcers_of(&st.id, &st.control_dir) {
+        if !process::terminate(c, Duration::from_secs(5)) {
+            errs.push(Error::TryAgain(format!(
+                "enforcer {c} of {} does not exit",
+                st.id
+            )));
+        }
+    }
     let ns = netns_hint
         .map(Path::to_path_buf)
         .or_else(|| st.netns.as_ref().map(PathBuf::from));

@@ -49,6 +49,29 @@ pub fn is_supervisor_of(pid: u32, id: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Live enforcers started for attachment `id` under `control_dir` (found by their command
+/// line, so an enforcer orphaned by a killed supervisor is found too).
+pub fn enforcers_of(id: &str, control_dir: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let dir_s = control_dir.display().to_string();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_alive(*pid))
+        .filter(|pid| {
+            cmdline(*pid).is_some_and(|args| {
+                args.get(1).map(String::as_str) != Some("supervise")
+                    && has_pair(&args, "--id", id)
+                    && has_pair(&args, "--control-dir", &dir_s)
+            })
+        })
+        .collect()
+}
+
+fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
+    args.windows(2).any(|w| w[0] == flag && w[1] == value)
+}
+
 /// Live children of `pid`.
 pub fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -104,5 +127,12 @@ mod tests {
         assert!(!is_alive(0));
         assert!(cmdline(std::process::id()).is_some());
         assert!(!is_supervisor_of(std::process::id(), "x"));
+        assert!(enforcers_of("no-such-id", Path::new("/nonexistent")).is_empty());
+        assert!(has_pair(
+            &["a".into(), "--id".into(), "x".into()],
+            "--id",
+            "x"
+        ));
+        assert!(!has_pair(&["--id".into()], "--id", "x"));
     }
 }

@@ -55,6 +55,12 @@ fn chain_allows_and_denies_by_labels(main: Main) {
         fx.rt.check(&fx.list("1.0.0"), rc).expect("CHECK after ADD");
     }
     let server_ip = server_ip.unwrap();
+    // The pod's identity reached its enforcer (labels from the annotation, CNI_ARGS).
+    let st = fx.enforcer_status(&server);
+    assert_eq!(st["result"], "status", "{st}");
+    assert_eq!(st["namespace"], "default", "{st}");
+    assert_eq!(st["pod"], "server", "{st}");
+    assert_eq!(st["identity"]["labels"], json!({"app": "server"}), "{st}");
     let srv = TcpServer::start(&server_ns, 8080).unwrap();
     assert!(
         probe(&good_ns, server_ip, 8080, Duration::from_secs(3)),
@@ -144,9 +150,7 @@ fn check_fails_while_the_enforcer_is_dead_and_passes_after_restart() {
     )
     .unwrap();
     let killed_at = Instant::now();
-    while trireme_conformance::sandbox::processes_with(&format!("{}", rc.container_id))
-        .contains(&pid)
-    {
+    while trireme_conformance::sandbox::processes_with(&rc.container_id).contains(&pid) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let e = fx
@@ -295,4 +299,63 @@ fn hundred_add_del_cycles_leave_nothing_behind() {
         })
         .collect();
     assert!(leases.is_empty(), "host-local kept leases: {leases:?}");
+}
+
+#[test]
+fn check_fails_when_the_enforcer_rules_are_missing() {
+    let fx = Fixture::new(Main::Bridge);
+    let ns = new_ns();
+    let rc = fx.runtime_conf(&ns, "p", &[("app", "x")]);
+    fx.add(&rc).expect("ADD");
+    let list = fx.list("1.0.0");
+    fx.rt
+        .check(&list, &rc)
+        .expect("CHECK while the rules are there");
+    // Remove the jumps into trireme's chains, as a careless admin would.
+    let save = ns.exec(&["iptables-save", "-t", "mangle"]).unwrap();
+    let jumps: Vec<String> = String::from_utf8_lossy(&save.stdout)
+        .lines()
+        .filter(|l| {
+            l.starts_with("-A ") && !l.starts_with("-A TRIREME") && l.contains("-j TRIREME")
+        })
+        .map(|l| l[3..].to_string())
+        .collect();
+    assert!(!jumps.is_empty(), "no jump into trireme chains found");
+    for j in &jumps {
+        let mut argv = vec!["iptables", "-t", "mangle", "-D"];
+        argv.extend(j.split_whitespace());
+        ns.exec(&argv).unwrap();
+    }
+    let e = fx
+        .rt
+        .check(&list, &rc)
+        .expect_err("CHECK must fail without the rules");
+    assert_eq!(code(&e), 101, "{e}");
+    fx.del(&rc).unwrap();
+    let left = fx.settle_leftovers(&[&ns]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[test]
+fn del_stops_an_enforcer_whose_supervisor_was_killed() {
+    let fx = Fixture::new(Main::Bridge);
+    let ns = new_ns();
+    let rc = fx.runtime_conf(&ns, "p", &[("app", "x")]);
+    fx.add(&rc).expect("ADD");
+    let enforcer = enforcer_pid(&fx, &rc);
+    let sup = fx.supervisor_pid(&rc).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    trireme_conformance::sandbox::reap_orphans("trireme-sup");
+    assert!(
+        std::fs::metadata(format!("/proc/{enforcer}")).is_ok(),
+        "the enforcer outlives its supervisor"
+    );
+    fx.del(&rc).expect("DEL");
+    let left = fx.settle_leftovers(&[&ns]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }

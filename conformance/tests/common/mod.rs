@@ -170,6 +170,21 @@ impl Fixture {
         std::fs::read_to_string(f).ok()?.trim().parse().ok()
     }
 
+    /// The enforcer's answer to `{"op":"status"}` on its control socket.
+    pub fn enforcer_status(&self, rc: &RuntimeConf) -> Value {
+        use std::io::{BufRead, BufReader, Write};
+        let sock = self
+            .path("control")
+            .join(format!("{}-{}.sock", rc.container_id, rc.ifname));
+        let mut s = std::os::unix::net::UnixStream::connect(&sock)
+            .unwrap_or_else(|e| panic!("connect {}: {e}", sock.display()));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"{\"op\":\"status\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
     /// What trireme left behind for this fixture: files in controlDir and stateDir, live
     /// processes started for it, and trireme chains in the given namespaces.
     pub fn leftovers(&self, namespaces: &[&Netns]) -> Vec<String> {
