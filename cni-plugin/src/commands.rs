@@ -199,6 +199,13 @@ fn spawn_supervisor(sup: &SuperviseArgs, log: &Path) -> Result<u32> {
         .stdout(Stdio::from(log_file))
         .stderr(Stdio::from(log_err))
         .current_dir("/");
+    if std::env::var_os("PATH").is_none() {
+        // The enforcer runs iptables-restore; runtimes usually pass PATH, but not all do.
+        cmd.env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+    }
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("CNI_") {
             cmd.env_remove(k);

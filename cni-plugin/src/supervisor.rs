@@ -8,6 +8,7 @@
 
 use crate::process::SUPERVISOR_COMM;
 use crate::state;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -175,8 +176,22 @@ pub fn run(args: &[String]) -> i32 {
         // A killed enforcer leaves its socket; the next one must be able to bind.
         let _ = std::fs::remove_file(&socket);
         starts += 1;
-        // std resets the signal mask and SIGPIPE in the child.
-        match Command::new(&a.enforcer).args(&a.enforcer_args).spawn() {
+        let mut cmd = Command::new(&a.enforcer);
+        cmd.args(&a.enforcer_args);
+        // SAFETY: only async-signal-safe calls between fork and exec. The child must not
+        // inherit our blocked signals, nor ignored ones from whoever started us.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                for s in [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
+                    libc::signal(s, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
             Ok(mut child) => {
                 log(&format!(
                     "started enforcer {} (start #{starts}): {}",
