@@ -6,6 +6,7 @@ mod common;
 use common::{Fixture, Main};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use trireme_conformance::{workspace_bin, Netns, RuntimeConf};
 
@@ -340,4 +341,43 @@ fn malformed_add_gives_the_right_code_and_leaves_nothing() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn example_conflists_load_and_their_trireme_config_is_valid() {
+    let fx = Fixture::new(Main::Bridge);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/conflists");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "conflist") {
+            continue;
+        }
+        let list = trireme_conformance::NetworkConfigList::from_file(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let last = list.plugins.last().unwrap();
+        assert_eq!(
+            last["type"],
+            "trireme",
+            "{}: trireme must come last",
+            p.display()
+        );
+        assert_eq!(
+            last["capabilities"]["io.kubernetes.cri.pod-annotations"],
+            true,
+            "{}",
+            p.display()
+        );
+        // The example's own settings, with this machine's key and policy directories.
+        let mut conf = last.clone();
+        conf["cniVersion"] = json!("1.1.0");
+        conf["name"] = json!(list.name);
+        conf["policyDir"] = json!(fx.path("policies"));
+        conf["keyDir"] = json!(fx.path("keys"));
+        fx.rt
+            .exec("trireme", "STATUS", None, &conf)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        seen += 1;
+    }
+    assert!(seen >= 3, "expected the bridge, ptp and flannel examples");
 }
