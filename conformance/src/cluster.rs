@@ -17,13 +17,15 @@ use crate::sandbox::{self, Netns};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use trireme_policy::{Protocol, TruthTable};
+use trireme_policy::{NamedPort, Protocol, TruthTable};
 
 /// What can go wrong building or driving a cluster; every variant says what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,20 @@ pub struct PodSpec {
     pub namespace: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// Named TCP ports the pod serves (passed as the `trireme.io/ports` annotation).
+    pub ports: Vec<NamedPort>,
+}
+
+/// `serve-<port>-tcp` for each port, as the upstream e2e pods name them.
+pub fn serve_ports(ports: &[u16]) -> Vec<NamedPort> {
+    ports
+        .iter()
+        .map(|p| NamedPort {
+            name: format!("serve-{p}-tcp"),
+            port: *p,
+            protocol: Protocol::Tcp,
+        })
+        .collect()
 }
 
 /// Trust mode of the cluster's keys.
@@ -83,8 +99,6 @@ pub struct ClusterSpec {
     /// Namespaces and their labels (`kubernetes.io/metadata.name` is added).
     pub namespaces: Vec<(String, BTreeMap<String, String>)>,
     pub pods: Vec<PodSpec>,
-    /// TCP ports every pod serves, named `serve-<port>-tcp`.
-    pub ports: Vec<u16>,
     /// A host DNAT rule per pod, as kube-proxy installs for a ClusterIP Service.
     pub services: bool,
     /// The host as a Kubernetes node: bridge-nf-call-iptables=1 and a FORWARD rule
@@ -127,10 +141,10 @@ impl ClusterSpec {
                         namespace: ns.to_string(),
                         name: p.to_string(),
                         labels: BTreeMap::from([("pod".into(), p.to_string())]),
+                        ports: serve_ports(&[80, 81]),
                     })
                 })
                 .collect(),
-            ports: vec![80, 81],
             services: true,
             k8s_node: true,
             trust: Trust::Pki,
@@ -143,11 +157,41 @@ impl ClusterSpec {
     }
 }
 
+impl ClusterSpec {
+    /// A cluster of the Namespaces and Pods loaded from manifests (labels, named TCP
+    /// ports; pods without TCP ports serve nothing), otherwise as [`ClusterSpec::netpol`].
+    pub fn from_manifests(cl: &trireme_policy::Cluster) -> ClusterSpec {
+        let mut spec = ClusterSpec::netpol();
+        spec.namespaces = cl
+            .namespaces
+            .iter()
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+        spec.pods = cl
+            .pods
+            .iter()
+            .map(|p| PodSpec {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                labels: p.labels.clone(),
+                ports: p
+                    .ports
+                    .iter()
+                    .filter(|np| np.protocol == Protocol::Tcp)
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
+        spec
+    }
+}
+
 /// A pod of the cluster.
 pub struct ClusterPod {
     pub namespace: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    pub ports: Vec<NamedPort>,
     pub ip: Ipv4Addr,
     /// Its Service VIP, when the cluster has services.
     pub vip: Option<Ipv4Addr>,
@@ -329,6 +373,102 @@ pub fn remove_chain(c: &ChainRef) -> Vec<String> {
     errs
 }
 
+/// A TCP connection that keeps exchanging data in the background: one byte out and its
+/// echo back every `interval`, until dropped. Shows whether an established connection
+/// keeps flowing across a change (policy update, enforcer restart).
+pub struct Flow {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flow {
+    /// Connects from inside `from` to `to` (3 s timeout) and starts echoing.
+    pub fn start(from: &Netns, to: SocketAddr, interval: Duration) -> Result<Flow> {
+        let mut s = from
+            .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(3)))
+            .map_err(io(format!("enter {}", from.name())))?
+            .map_err(io(format!("connect {} -> {to}", from.name())))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(io("set timeout"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let error = Arc::new(Mutex::new(None));
+        let (st, r, e) = (stop.clone(), rounds.clone(), error.clone());
+        let thread = std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            while !st.load(Ordering::Relaxed) {
+                let res = s
+                    .write_all(b"f")
+                    .and_then(|_| s.read_exact(&mut b))
+                    .and_then(|_| {
+                        if &b == b"f" {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::other("wrong echo"))
+                        }
+                    });
+                match res {
+                    Ok(()) => {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(err) => {
+                        *e.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                            "after {} round trips: {err}",
+                            r.load(Ordering::Relaxed)
+                        ));
+                        return;
+                    }
+                }
+                std::thread::sleep(interval);
+            }
+        });
+        Ok(Flow {
+            stop,
+            rounds,
+            error,
+            thread: Some(thread),
+        })
+    }
+
+    /// Round trips completed so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// The error that stopped the flow, if it stopped.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until `n` more round trips completed (true) or `timeout` passed / the flow
+    /// failed (false).
+    pub fn advances(&self, n: u64, timeout: Duration) -> bool {
+        let target = self.rounds() + n;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.rounds() >= target {
+                return true;
+            }
+            if self.error().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Everything a kept cluster consists of, written to `<dir>/state.json` so that
 /// [`teardown_kept`] can remove it from another process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -342,6 +482,15 @@ pub struct KeptState {
     pub chains: Vec<ChainRef>,
     /// Processes started for the cluster (pod servers).
     pub pids: Vec<u32>,
+    /// The process that created the cluster.
+    #[serde(default)]
+    pub owner_pid: u32,
+    /// Kept on purpose (`--keep`): never reaped as abandoned.
+    #[serde(default)]
+    pub kept: bool,
+    /// The owner's pid namespace (`/proc/self/ns/pid` link): a pid is only checked in it.
+    #[serde(default)]
+    pub owner_pidns: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,6 +528,7 @@ impl Cluster {
     pub fn new(spec: ClusterSpec) -> Result<Cluster> {
         sandbox::require_root();
         sandbox::become_subreaper();
+        reap_abandoned();
         let dir = tempfile::Builder::new()
             .prefix("trireme-cluster-")
             .tempdir()
@@ -509,12 +659,15 @@ impl Cluster {
         for (i, p) in spec.pods.iter().enumerate() {
             let pod = c.add_pod(p, i)?;
             c.pods.push(pod);
+            c.save_state(false, Vec::new())?;
         }
         if spec.k8s_node {
             c.install_invalid_drop()?;
+            c.save_state(false, Vec::new())?;
         }
         if spec.services {
             c.install_services()?;
+            c.save_state(false, Vec::new())?;
         }
         // Pods with their IPs, so that ipBlock and the expected matrices see them.
         let before = c.reload_counts();
@@ -544,11 +697,10 @@ impl Cluster {
     }
 
     fn runtime_conf(&self, p: &PodSpec, ns: &Netns) -> RuntimeConf {
-        let ports: Vec<Value> = self
-            .spec
+        let ports: Vec<Value> = p
             .ports
             .iter()
-            .map(|port| json!({"name": format!("serve-{port}-tcp"), "port": port, "protocol": "TCP"}))
+            .map(|np| json!({"name": np.name, "port": np.port, "protocol": np.protocol.as_str()}))
             .collect();
         RuntimeConf::new(&sandbox::unique_name("c"), ns.path(), "eth0")
             .arg("IgnoreUnknown", "1")
@@ -570,6 +722,7 @@ impl Cluster {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
             labels: p.labels.clone(),
+            ports: p.ports.clone(),
             ip: Ipv4Addr::UNSPECIFIED,
             vip: self.spec.services.then(|| vip_of(self.subnet, i)),
             netns,
@@ -605,8 +758,8 @@ impl Cluster {
                 .find(|n| *n != self.bridge)
                 .map(str::to_string)
         });
-        for port in &self.spec.ports {
-            match TcpServer::start(&pod.netns, *port) {
+        for port in p.ports.iter().map(|np| np.port) {
+            match TcpServer::start(&pod.netns, port) {
                 Ok(s) => pod.servers.push(s),
                 Err(e) => {
                     let _ = self.rt.del(&self.list, &pod.rc);
@@ -659,10 +812,10 @@ impl Cluster {
             docs.push(json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
-                "spec": {"containers": self.spec.ports.iter().map(|port| json!({
-                    "name": format!("cont-{port}-tcp"),
+                "spec": {"containers": p.ports.iter().map(|np| json!({
+                    "name": format!("cont-{}", np.port),
                     "image": "registry.k8s.io/e2e-test-images/agnhost:2.53",
-                    "ports": [{"name": format!("serve-{port}-tcp"), "containerPort": port, "protocol": "TCP"}],
+                    "ports": [{"name": np.name, "containerPort": np.port, "protocol": np.protocol.as_str()}],
                 })).collect::<Vec<_>>()},
                 "status": {"podIP": p.ip.to_string()},
             }));
@@ -761,16 +914,7 @@ impl Cluster {
     /// (`register`: no restart, applies to new connections) and written to the Pod object.
     pub fn set_pod_labels(&mut self, key: &str, labels: BTreeMap<String, String>) -> Result<()> {
         let i = self.pod_index(key)?;
-        let ports = self
-            .spec
-            .ports
-            .iter()
-            .map(|p| trireme_policy::NamedPort {
-                name: format!("serve-{p}-tcp"),
-                port: *p,
-                protocol: Protocol::Tcp,
-            })
-            .collect();
+        let ports = self.pods[i].ports.clone();
         trireme_enforcer::control::register(&self.socket(&self.pods[i]), labels.clone(), ports)
             .map_err(|e| other(format!("register labels of {key}"), e))?;
         self.pods[i].labels = labels;
@@ -780,11 +924,40 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every TCP port some pod serves, sorted.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self
+            .pods
+            .iter()
+            .flat_map(|p| p.ports.iter().map(|np| np.port))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Keys of the attached pods that serve `port` (the destinations probed on it).
+    pub fn servers_of(&self, port: u16) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|p| p.attached && p.ports.iter().any(|np| np.port == port))
+            .map(|p| p.key())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The expected matrix for `port`/TCP: the policy engine over the YAML in the policy dir.
     pub fn expected(&self, port: u16) -> Result<TruthTable> {
+        self.expected_for(port, Protocol::Tcp)
+    }
+
+    /// [`Cluster::expected`] for any protocol (only TCP is probed).
+    pub fn expected_for(&self, port: u16, proto: Protocol) -> Result<TruthTable> {
         let cl = trireme_policy::Cluster::load_paths(&[self.policy_dir()])
             .map_err(|e| other("load the policy dir", e))?;
-        let mut t = cl.truth_table(&cl.engine(), port, Protocol::Tcp);
+        let mut t = cl.truth_table(&cl.engine(), port, proto);
         // Only the pods that are attached.
         let keep: Vec<String> = self
             .pods
@@ -822,6 +995,7 @@ impl Cluster {
         }
         let observed = matrix::observed_table(&expected, &results);
         Ok(Comparison {
+            columns: self.servers_of(port),
             title: format!(
                 "port {port}/TCP via {}",
                 if via_vip { "Service VIPs" } else { "pod IPs" }
@@ -835,7 +1009,7 @@ impl Cluster {
         let mut jobs = Vec::new();
         for from in self.pods.iter().filter(|p| p.attached) {
             for to in self.pods.iter().filter(|p| p.attached) {
-                if from.key() == to.key() {
+                if from.key() == to.key() || !to.ports.iter().any(|np| np.port == port) {
                     continue;
                 }
                 let ip = if via_vip {
@@ -914,6 +1088,13 @@ impl Cluster {
         Ok(Some(n))
     }
 
+    /// Stops the in-process servers of every pod (e.g. before serving from processes).
+    pub fn stop_servers(&mut self) {
+        for p in &mut self.pods {
+            p.servers.clear();
+        }
+    }
+
     /// DEL of one pod through the chain (reverse order, cached result); its servers stop.
     pub fn del_pod(&mut self, key: &str) -> Result<()> {
         let i = self.pod_index(key)?;
@@ -932,8 +1113,25 @@ impl Cluster {
     /// running; their in-process servers stop with this process, so `pids` names the
     /// processes that serve instead). Returns the state file path.
     pub fn keep(mut self, pids: Vec<u32>) -> Result<PathBuf> {
-        let dir = self.dir.take().expect("not kept yet").keep();
+        let f = self.save_state(true, pids)?;
+        let _ = self.dir.take().expect("not kept yet").keep();
+        self.kept = true;
+        // Keep the namespaces: forget the guards.
+        for p in self.pods.drain(..) {
+            std::mem::forget(p.netns);
+            drop(p.servers);
+        }
+        Ok(f)
+    }
+
+    /// Writes `<dir>/state.json`: what [`teardown_kept`] needs to remove the cluster from
+    /// another process (after `--keep`, or when this process dies without unwinding).
+    fn save_state(&self, kept: bool, pids: Vec<u32>) -> Result<PathBuf> {
+        let dir = self.dir_path.clone();
         let st = KeptState {
+            owner_pid: std::process::id(),
+            owner_pidns: pid_namespace(),
+            kept,
             name: self.name.clone(),
             dir: dir.clone(),
             cni_path: self.rt.cni_path.clone(),
@@ -960,14 +1158,10 @@ impl Cluster {
             pids,
         };
         let f = dir.join("state.json");
-        std::fs::write(&f, serde_json::to_vec_pretty(&st).expect("JSON"))
+        let tmp = dir.join(".state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&st).expect("JSON"))
+            .and_then(|_| std::fs::rename(&tmp, &f))
             .map_err(io(format!("write {}", f.display())))?;
-        self.kept = true;
-        // Keep the namespaces: forget the guards.
-        for p in self.pods.drain(..) {
-            std::mem::forget(p.netns);
-            drop(p.servers);
-        }
         Ok(f)
     }
 
@@ -1009,6 +1203,50 @@ impl Drop for Cluster {
             eprintln!("cluster {}: teardown: {}", self.name, errs.join("; "));
         }
     }
+}
+
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Removes clusters whose creating process died without unwinding (SIGKILL, timeout):
+/// their state file is not marked kept and its owner is gone. Returns what was removed.
+pub fn reap_abandoned() -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return removed;
+    };
+    for e in rd.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("trireme-cluster-")
+        {
+            continue;
+        }
+        let f = e.path().join("state.json");
+        let Ok(text) = std::fs::read(&f) else {
+            continue;
+        };
+        let Ok(st) = serde_json::from_slice::<KeptState>(&text) else {
+            continue;
+        };
+        // An owner in another pid namespace cannot be checked from here: leave it.
+        let owner_alive = st.owner_pid == 0
+            || st.owner_pidns != pid_namespace()
+            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.owner_pid as i32), None)
+                .is_ok();
+        if st.kept || owner_alive {
+            continue;
+        }
+        if let Err(e) = teardown_kept(&f) {
+            eprintln!("reaping abandoned cluster {}: {e}", st.name);
+        }
+        removed.push(e.path());
+    }
+    removed
 }
 
 /// Removes a kept cluster from its state file: DEL of every pod, processes, namespaces,
@@ -1073,7 +1311,9 @@ mod tests {
         assert_eq!(s.pods[4].name, "b");
         assert_eq!(s.pods[4].labels["pod"], "b");
         assert_eq!(s.namespaces[2].1["ns"], "z");
-        assert_eq!(s.ports, vec![80, 81]);
+        let names: Vec<&str> = s.pods[0].ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["serve-80-tcp", "serve-81-tcp"]);
+        assert_eq!(s.pods[8].ports[1].port, 81);
     }
 
     #[test]

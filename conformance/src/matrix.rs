@@ -67,6 +67,8 @@ pub fn observed_table(
 pub struct Comparison {
     /// What this comparison is about, e.g. `port 80/TCP via pod IPs`.
     pub title: String,
+    /// Destinations shown and compared (the pods serving the port), in table order.
+    pub columns: Vec<String>,
     pub expected: TruthTable,
     pub observed: TruthTable,
 }
@@ -77,7 +79,9 @@ impl Comparison {
         self.expected
             .allowed
             .iter()
-            .filter(|((f, t), v)| f != t && self.observed.get(f, t) != Some(**v))
+            .filter(|((f, t), v)| {
+                f != t && self.columns.contains(t) && self.observed.get(f, t) != Some(**v)
+            })
             .map(|((f, t), _)| (f.clone(), t.clone()))
             .collect()
     }
@@ -95,17 +99,17 @@ impl Comparison {
         let mut out = format!("{}\n", self.title);
         if mis.is_empty() {
             out.push_str("observed (= expected):\n");
-            out.push_str(&render(&self.observed.pods, |f, t| {
+            out.push_str(&render(&self.observed.pods, &self.columns, |f, t| {
                 mark(self.observed.get(f, t)).to_string()
             }));
             return out;
         }
         out.push_str("expected:\n");
-        out.push_str(&render(&self.expected.pods, |f, t| {
+        out.push_str(&render(&self.expected.pods, &self.columns, |f, t| {
             mark(self.expected.get(f, t)).to_string()
         }));
         out.push_str("observed:\n");
-        out.push_str(&render(&self.observed.pods, |f, t| {
+        out.push_str(&render(&self.observed.pods, &self.columns, |f, t| {
             let m = mark(self.observed.get(f, t));
             if is_mis(f, t) {
                 format!("{m}*")
@@ -117,7 +121,7 @@ impl Comparison {
             "comparison ({} mismatches, X = differs):\n",
             mis.len()
         ));
-        out.push_str(&render(&self.expected.pods, |f, t| {
+        out.push_str(&render(&self.expected.pods, &self.columns, |f, t| {
             if is_mis(f, t) { "X" } else { "." }.to_string()
         }));
         out
@@ -132,18 +136,25 @@ fn mark(v: Option<bool>) -> &'static str {
     }
 }
 
-/// A square table with a `-` corner, one row per source.
-pub fn render(pods: &[String], cell: impl Fn(&str, &str) -> String) -> String {
-    let w = pods.iter().map(String::len).max().unwrap_or(1).max(2) + 2;
+/// A table with a `-` corner, one row per source, one column per destination.
+pub fn render(rows: &[String], cols: &[String], cell: impl Fn(&str, &str) -> String) -> String {
+    let w = rows
+        .iter()
+        .chain(cols)
+        .map(String::len)
+        .max()
+        .unwrap_or(1)
+        .max(2)
+        + 2;
     let mut s = format!("{:w$}", "-");
-    for to in pods {
+    for to in cols {
         s.push_str(&format!("{to:w$}"));
     }
     let mut out = s.trim_end().to_string();
     out.push('\n');
-    for from in pods {
+    for from in rows {
         let mut line = format!("{from:w$}");
-        for to in pods {
+        for to in cols {
             line.push_str(&format!("{:w$}", cell(from, to)));
         }
         out.push_str(line.trim_end());
@@ -190,6 +201,7 @@ mod tests {
         assert_eq!(obs.get("x/b", "x/b"), Some(false));
         assert_eq!(obs.get("x/b", "x/a"), Some(false));
         let c = Comparison {
+            columns: vec!["x/a".into(), "x/b".into()],
             title: "t".into(),
             expected: exp,
             observed: obs,
@@ -209,6 +221,7 @@ mod tests {
         obs.allowed
             .insert(("x/a".to_string(), "x/b".to_string()), true);
         let c = Comparison {
+            columns: vec!["x/a".into(), "x/b".into()],
             title: "port 80/TCP".into(),
             expected: exp,
             observed: obs,
@@ -236,6 +249,7 @@ mod tests {
         obs.allowed
             .insert(("x/a".to_string(), "x/a".to_string()), false);
         let c = Comparison {
+            columns: vec!["x/a".into(), "x/b".into()],
             title: String::new(),
             expected: exp,
             observed: obs,

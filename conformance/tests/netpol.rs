@@ -12,11 +12,10 @@
 //! `TRIREME_NETPOL_CASES=named-port cargo test -p trireme-conformance --test netpol -- --nocapture`
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use trireme_conformance::cluster::{Cluster, ClusterSpec};
+use trireme_conformance::cluster::{Cluster, ClusterSpec, Flow};
 use trireme_conformance::matrix::Comparison;
 use trireme_policy::TruthTable;
 
@@ -42,27 +41,25 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A connection held open across a change, echoing one byte on demand.
-struct Held(TcpStream);
+/// A connection held open across a change, exchanging a byte every 200 ms.
+struct Held(Flow);
 
 impl Held {
     fn open(c: &Cluster, from: &str, to: &str, port: u16) -> Held {
         let addr = SocketAddr::new(c.pod(to).ip.into(), port);
-        let s = c
-            .pod(from)
-            .netns
-            .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
-            .expect("enter netns")
+        let f = Flow::start(&c.pod(from).netns, addr, Duration::from_millis(200))
             .unwrap_or_else(|e| panic!("open {from} -> {to}:{port}: {e}"));
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut h = Held(s);
-        assert!(h.echo(), "fresh connection {from} -> {to} does not echo");
-        h
+        assert!(
+            f.advances(1, Duration::from_secs(3)),
+            "fresh connection {from} -> {to} does not echo: {:?}",
+            f.error()
+        );
+        Held(f)
     }
 
+    /// Still flowing now (after the change).
     fn echo(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        self.0.write_all(b"h").is_ok() && self.0.read_exact(&mut b).is_ok() && &b == b"h"
+        self.0.advances(2, Duration::from_secs(3))
     }
 }
 
@@ -122,7 +119,7 @@ fn fixture_case(c: &mut Cluster, o: &mut Outcome, case: &str, vip: bool) {
         return;
     }
     for hand in fixture_tables(case) {
-        match c.expected(hand.port) {
+        match c.expected_for(hand.port, hand.protocol) {
             Ok(engine) => o.check(
                 engine == hand,
                 format!(
