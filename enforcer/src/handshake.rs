@@ -1507,6 +1507,51 @@ spec:
     }
 
     #[test]
+    fn handshake_over_ipv6() {
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let (a6, b6) = ([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], {
+            let mut b = [0u8; 16];
+            b[0] = 0xfd;
+            b[15] = 2;
+            b
+        });
+        let pk = |src: [u8; 16],
+                  dst: [u8; 16],
+                  sp: u16,
+                  dp: u16,
+                  seq: u32,
+                  ack: Option<u32>,
+                  syn: bool| {
+            let mut b = PacketBuilder::ipv6(src, dst, 64).tcp(sp, dp, seq, 64240);
+            if syn {
+                b = b.syn();
+            }
+            if let Some(a) = ack {
+                b = b.ack(a);
+            }
+            let mut v = Vec::new();
+            b.write(&mut v, b"").unwrap();
+            v
+        };
+        let p = pk(a6, b6, 40000, 80, ISN_C, None, true);
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let v = s.handle(Dir::Inbound, &w, T0);
+        assert_eq!(v.action, Action::Accept);
+        assert_eq!(v.decision.clone().unwrap().peer_ip, IpAddr::from(a6));
+        assert_eq!(out(&v, &w), p);
+        let p = pk(b6, a6, 80, 40000, ISN_S, Some(ISN_C + 1), true);
+        let w = out(&s.handle(Dir::Outbound, &p, T0), &p);
+        let v = c.handle(Dir::Inbound, &w, T0);
+        assert_eq!(v.action, Action::Accept);
+        assert_eq!(out(&v, &w), p);
+        let p = pk(a6, b6, 40000, 80, ISN_C + 1, Some(ISN_S + 1), false);
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let v = s.handle(Dir::Inbound, &w, T0);
+        assert_eq!(v.action, Action::Authorise);
+        assert_eq!(out(&v, &w), p);
+    }
+
+    #[test]
     fn pki_tokens_work_across_nodes_with_one_ca() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("n1");
