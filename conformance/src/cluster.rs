@@ -518,6 +518,8 @@ pub struct Cluster {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub spec: ClusterSpec,
     chains: Vec<ChainRef>,
+    /// Pods attached with the main plugin only (no enforcer), e.g. an attacker.
+    pub bare: Vec<ClusterPod>,
     host_settings: bool,
     kept: bool,
 }
@@ -641,6 +643,7 @@ impl Cluster {
             namespaces,
             spec: spec.clone(),
             chains: Vec::new(),
+            bare: Vec::new(),
             host_settings: false,
             kept: false,
         };
@@ -782,6 +785,55 @@ impl Cluster {
     pub fn status(&self, pod: &ClusterPod) -> Result<trireme_enforcer::control::Status> {
         trireme_enforcer::control::status(&self.socket(pod))
             .map_err(|e| other(format!("status of {}", pod.key()), e))
+    }
+
+    /// The conflist without trireme: the bridge plugin alone, same network.
+    pub fn bare_list(&self) -> NetworkConfigList {
+        NetworkConfigList {
+            name: self.list.name.clone(),
+            cni_version: self.list.cni_version.clone(),
+            plugins: vec![self.list.plugins[0].clone()],
+        }
+    }
+
+    /// Attaches a pod with the bridge plugin only: on the cluster network, no enforcer, no
+    /// identity (it is not part of the matrices). DEL'd with the cluster. Returns its index
+    /// in [`Cluster::bare`].
+    pub fn add_bare_pod(&mut self, namespace: &str, name: &str) -> Result<usize> {
+        let netns = Netns::new("tcx").map_err(io(format!("create netns for {name}")))?;
+        let rc = RuntimeConf::new(&sandbox::unique_name("c"), netns.path(), "eth0")
+            .arg("IgnoreUnknown", "1")
+            .arg("K8S_POD_NAMESPACE", namespace)
+            .arg("K8S_POD_NAME", name);
+        let list = self.bare_list();
+        let result = match self.rt.add(&list, &rc) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.rt.del(&list, &rc);
+                return Err(Error::Cni {
+                    context: format!("ADD bare {namespace}/{name}"),
+                    source: e,
+                });
+            }
+        };
+        let Some(IpAddr::V4(ip)) = sandbox::result_ip(&result) else {
+            let _ = self.rt.del(&list, &rc);
+            return Err(other("ADD result", format!("no IPv4 address in {result}")));
+        };
+        self.bare.push(ClusterPod {
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            ports: Vec::new(),
+            ip,
+            vip: None,
+            netns,
+            rc,
+            host_veth: None,
+            servers: Vec::new(),
+            attached: true,
+        });
+        Ok(self.bare.len() - 1)
     }
 
     pub fn pod(&self, key: &str) -> &ClusterPod {
@@ -1143,6 +1195,7 @@ impl Cluster {
             attachments: self
                 .pods
                 .iter()
+                .chain(&self.bare)
                 .filter(|p| p.attached)
                 .map(|p| KeptPod {
                     key: p.key(),
@@ -1167,6 +1220,12 @@ impl Cluster {
 
     fn teardown(&mut self) -> Vec<String> {
         let mut errs = Vec::new();
+        let bare_list = self.bare_list();
+        for p in self.bare.drain(..) {
+            if let Err(e) = self.rt.del(&bare_list, &p.rc) {
+                errs.push(format!("DEL {}: {e}", p.key()));
+            }
+        }
         for p in self.pods.iter_mut().rev() {
             p.servers.clear();
             if p.attached {
