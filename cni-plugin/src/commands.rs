@@ -8,7 +8,7 @@ use crate::iptables;
 use crate::netns;
 use crate::process;
 use crate::result;
-use crate::state::{self, State};
+use crate::state::{self, AttachmentLock, State};
 use crate::supervisor::SuperviseArgs;
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
@@ -108,12 +108,18 @@ fn add(nc: &NetConf, env: &CniEnv) -> Result<Value> {
         )));
     }
     let state_path = state::state_file(&config.network_state_dir(), &id);
-    if let Some(old) = state::load(&state_path)? {
-        if process::is_supervisor_of(old.supervisor_pid, &old.id) {
-            return Err(Error::AlreadyAttached(id));
+    let lock_path = state::lock_file(&config.network_state_dir(), &id);
+    let lock = AttachmentLock::acquire(&lock_path)?;
+    match state::load(&state_path) {
+        Ok(Some(old)) => {
+            if process::is_supervisor_of(old.supervisor_pid, &old.id) {
+                return Err(Error::AlreadyAttached(id));
+            }
+            // A leftover of a crashed runtime: clear it before starting afresh.
+            teardown(&old, Some(&ns_path), &state_path)?;
         }
-        // A leftover of a crashed runtime: clear it before starting afresh.
-        teardown(&old, Some(&ns_path), &state_path)?;
+        Ok(None) => {}
+        Err(e) => return Err(e),
     }
 
     // From here on, every step is rolled back on failure.
@@ -176,7 +182,9 @@ fn add(nc: &NetConf, env: &CniEnv) -> Result<Value> {
         wait_ready(&st, Duration::from_millis(config.ready_timeout_ms), started)
     })();
     if let Err(e) = outcome {
-        let rollback = teardown(&st, Some(&ns_path), &state_path).err();
+        let rollback = teardown(&st, Some(&ns_path), &state_path)
+            .and_then(|_| lock.remove())
+            .err();
         return Err(e.with_rollback(rollback));
     }
     Ok(result::convert_result(prev, &config.cni_version))
@@ -343,7 +351,8 @@ fn del(nc: &NetConf, env: &CniEnv) -> Result<()> {
     let id = state::attachment_id(env.container_id(), env.ifname());
     let state_path = state::state_file(&config.network_state_dir(), &id);
     let netns_path = env.netns.as_deref().map(Path::new);
-    match state::load(&state_path) {
+    let lock = AttachmentLock::acquire(&state::lock_file(&config.network_state_dir(), &id))?;
+    let done = match state::load(&state_path) {
         Ok(Some(st)) => teardown(&st, netns_path, &state_path),
         Ok(None) => {
             // Nothing recorded (already deleted, or ADD never finished). Still clear files an
@@ -370,7 +379,9 @@ fn del(nc: &NetConf, env: &CniEnv) -> Result<()> {
             state::remove_file(&state_path)
         }
         Err(e) => Err(e),
-    }
+    };
+    done?;
+    lock.remove()
 }
 
 fn check(nc: &NetConf, env: &CniEnv) -> Result<()> {
@@ -438,20 +449,39 @@ fn gc(nc: &NetConf) -> Result<()> {
     let valid = nc.valid_attachments.clone().unwrap_or_default();
     let mut errs = Vec::new();
     for path in state::list(&config.network_state_dir())? {
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let lock_path = state::lock_file(&config.network_state_dir(), &id);
+        // An attachment with an ADD or DEL in progress is left to that operation.
+        let lock = match AttachmentLock::try_acquire(&lock_path) {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                errs.push(e);
+                continue;
+            }
+        };
         match state::load(&path) {
             Ok(Some(st)) => {
                 let keep = valid
                     .iter()
                     .any(|a| a.container_id == st.container_id && a.ifname == st.ifname);
                 if !keep {
-                    if let Err(e) = teardown(&st, None, &path) {
+                    if let Err(e) = teardown(&st, None, &path).and_then(|_| lock.remove()) {
                         errs.push(e);
                     }
                 }
             }
-            Ok(None) => {}
+            Ok(None) => {
+                if let Err(e) = lock.remove() {
+                    errs.push(e);
+                }
+            }
             Err(Error::Decode { .. }) => {
-                if let Err(e) = state::remove_file(&path) {
+                if let Err(e) = state::remove_file(&path).and_then(|_| lock.remove()) {
                     errs.push(e);
                 }
             }

@@ -63,6 +63,61 @@ pub fn state_file(network_dir: &Path, id: &str) -> PathBuf {
     network_dir.join(format!("{id}.json"))
 }
 
+pub fn lock_file(network_dir: &Path, id: &str) -> PathBuf {
+    network_dir.join(format!("{id}.lock"))
+}
+
+/// An exclusive lock on one attachment (flock on `<id>.lock` next to its state file), held
+/// by ADD, DEL and CHECK for their whole run; GC skips attachments that are locked.
+pub struct AttachmentLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    path: PathBuf,
+}
+
+impl AttachmentLock {
+    fn open(path: &Path) -> Result<std::fs::File> {
+        create_private_dir(path.parent().unwrap_or(Path::new("/")))?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))
+    }
+
+    /// Waits for the lock.
+    pub fn acquire(path: &Path) -> Result<AttachmentLock> {
+        let f = Self::open(path)?;
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::io(format!("cannot lock {}", path.display()), e.into()))?;
+        Ok(AttachmentLock {
+            _lock: lock,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Takes the lock if nobody holds it; `Ok(None)` when an operation is in progress.
+    pub fn try_acquire(path: &Path) -> Result<Option<AttachmentLock>> {
+        let f = Self::open(path)?;
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(AttachmentLock {
+                _lock: lock,
+                path: path.to_path_buf(),
+            })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(Error::io(
+                format!("cannot lock {}", path.display()),
+                e.into(),
+            )),
+        }
+    }
+
+    /// Removes the lock file (the attachment is gone) and releases the lock.
+    pub fn remove(self) -> Result<()> {
+        remove_file(&self.path)
+    }
+}
+
 /// Reads a state file; `Ok(None)` when there is none.
 pub fn load(path: &Path) -> Result<Option<State>> {
     match std::fs::read(path) {
@@ -168,6 +223,15 @@ mod tests {
         remove_file(&p).unwrap();
         remove_file(&p).unwrap();
         assert!(list(&net).unwrap().is_empty());
+        let lp = lock_file(&net, "c-eth0");
+        let held = AttachmentLock::acquire(&lp).unwrap();
+        assert!(AttachmentLock::try_acquire(&lp).unwrap().is_none());
+        drop(held);
+        let again = AttachmentLock::try_acquire(&lp)
+            .unwrap()
+            .expect("free again");
+        again.remove().unwrap();
+        assert!(!lp.exists());
         std::fs::write(&p, "garbage").unwrap();
         assert_eq!(load(&p).unwrap_err().code(), 6);
     }

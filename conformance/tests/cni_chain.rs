@@ -359,3 +359,38 @@ fn del_stops_an_enforcer_whose_supervisor_was_killed() {
     let left = fx.settle_leftovers(&[&ns]);
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+#[test]
+fn gc_leaves_an_attachment_alone_while_an_operation_holds_its_lock() {
+    let fx = Fixture::new(Main::Bridge);
+    let ns = new_ns();
+    let rc = fx.runtime_conf(&ns, "busy", &[("app", "a")]);
+    fx.add(&rc).unwrap();
+    let lock_path = fx
+        .path("state")
+        .join(&fx.network)
+        .join(format!("{}-eth0.lock", rc.container_id));
+    let f = std::fs::File::open(&lock_path).expect("ADD keeps a lock file per attachment");
+    let held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let mut gc = fx.trireme_conf();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["name"] = json!(fx.network);
+    gc["cni.dev/valid-attachments"] = json!([]);
+    fx.rt.exec("trireme", "GC", None, &gc).expect("GC");
+    let list = fx.list("1.0.0");
+    fx.rt
+        .check(&list, &rc)
+        .expect("a locked attachment survives GC");
+    drop(held);
+    fx.rt.exec("trireme", "GC", None, &gc).expect("GC");
+    let e = fx
+        .rt
+        .check(&list, &rc)
+        .expect_err("GC removed it once unlocked");
+    assert_eq!(code(&e), 101);
+    let left = fx.settle_leftovers(&[&ns]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    fx.del(&rc).unwrap();
+}
