@@ -279,7 +279,13 @@ fn wait_ready(st: &State, timeout: Duration, started: Instant) -> Result<()> {
                 details: log_tail(&st.log_file()),
             });
         }
-        std::thread::sleep(Duration::from_millis(10));
+        // Poll finely while the enforcer is expected to come up, then back off.
+        let pause = if started.elapsed() < Duration::from_millis(500) {
+            2
+        } else {
+            10
+        };
+        std::thread::sleep(Duration::from_millis(pause));
     }
 }
 
