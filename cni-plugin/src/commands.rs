@@ -152,6 +152,9 @@ fn add(nc: &NetConf, env: &CniEnv) -> Result<Value> {
     if config.reject {
         enforcer_args.push("--reject".into());
     }
+    if config.deny_node {
+        enforcer_args.push("--deny-node".into());
+    }
     if let Some(gw) = attachment.gateway {
         enforcer_args.push("--gateway".into());
         enforcer_args.push(gw.to_string());

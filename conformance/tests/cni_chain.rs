@@ -394,3 +394,43 @@ fn gc_leaves_an_attachment_alone_while_an_operation_holds_its_lock() {
     assert!(left.is_empty(), "left behind: {left:#?}");
     fx.del(&rc).unwrap();
 }
+
+#[test]
+fn options_and_gateway_reach_the_enforcer() {
+    let mut fx = Fixture::new(Main::Bridge);
+    let ns = new_ns();
+    let plain = fx.runtime_conf(&ns, "plain", &[("app", "a")]);
+    let trace = fx.add(&plain).unwrap();
+    let st = fx.enforcer_status(&plain);
+    assert_eq!(st["fail_open"], false, "{st}");
+    assert_eq!(st["reject"], false, "{st}");
+    // The gateway from prevResult is passed as --gateway.
+    let gw = trace[0]["ips"][0]["gateway"].as_str().unwrap().to_string();
+    let pid = st["pid"].as_u64().unwrap();
+    let args: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    assert!(
+        args.windows(2).any(|w| w[0] == "--gateway" && w[1] == gw),
+        "{args:?}"
+    );
+    assert!(!args.iter().any(|a| a == "--deny-node"), "{args:?}");
+    fx.del(&plain).unwrap();
+
+    fx.trireme_extra = json!({"failOpen": true, "reject": true, "denyNode": true});
+    let ns2 = new_ns();
+    let opts = fx.runtime_conf(&ns2, "opts", &[("app", "b")]);
+    fx.add(&opts).unwrap();
+    let st = fx.enforcer_status(&opts);
+    assert_eq!(st["fail_open"], true, "{st}");
+    assert_eq!(st["reject"], true, "{st}");
+    let pid = st["pid"].as_u64().unwrap();
+    let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(cmd.contains("--deny-node"), "{cmd}");
+    fx.del(&opts).unwrap();
+    let left = fx.settle_leftovers(&[&ns, &ns2]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
