@@ -674,3 +674,31 @@ fn load_keys_gives_actionable_errors() {
     assert!(e.contains("ca.key") && e.contains("missing"), "{e}");
     assert!(!tmp.path().join("c").exists());
 }
+
+#[test]
+fn no_single_byte_change_verifies() {
+    // Every byte of a token is covered: credential, header, signature, claims.
+    let c = pki_cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (psk_s, psk_v) = psk_pair(&tmp.path().join("k"));
+    for (signer, verifier) in [(&c.a.0, &c.b.1), (&psk_s, &psk_v)] {
+        let token = signer.sign(&syn_claims(signer, 1)).unwrap();
+        verifier.verify(&token, &Expect::syn(1), now()).unwrap();
+        for i in 0..token.len() {
+            for replacement in [b'A', b'z', b'.', b'~', b'"', 0x00, 0xff] {
+                if token[i] == replacement {
+                    continue;
+                }
+                let mut t = token.clone();
+                t[i] = replacement;
+                let r = verifier.verify(&t, &Expect::syn(1), now());
+                assert!(
+                    r.is_err(),
+                    "byte {i} ({:?} -> {:?}) still verifies",
+                    token[i] as char,
+                    replacement as char
+                );
+            }
+        }
+    }
+}
