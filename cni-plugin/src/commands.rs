@@ -503,3 +503,44 @@ fn gc(nc: &NetConf) -> Result<()> {
         Err(Error::Teardown(errs))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(cmd: &'static str) -> impl Fn(&str) -> Option<String> {
+        move |k| (k == "CNI_COMMAND").then(|| cmd.to_string())
+    }
+
+    #[test]
+    fn version_answers_with_or_without_config() {
+        let v = dispatch(b"", env("VERSION")).unwrap().unwrap();
+        assert_eq!(v["cniVersion"], conf::CURRENT_VERSION);
+        assert_eq!(v["supportedVersions"], json!(["0.4.0", "1.0.0", "1.1.0"]));
+        let v = dispatch(br#"{"cniVersion":"0.4.0"}"#, env("VERSION"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(v["cniVersion"], "0.4.0");
+        let e = dispatch(br#"{"cniVersion":"0.2.0"}"#, env("VERSION")).unwrap_err();
+        assert_eq!(e.code(), 1);
+        assert_eq!(dispatch(b"garbage", env("VERSION")).unwrap_err().code(), 6);
+    }
+
+    #[test]
+    fn errors_answer_in_the_config_version_when_supported() {
+        assert_eq!(answer_version(br#"{"cniVersion":"0.4.0"}"#), "0.4.0");
+        assert_eq!(
+            answer_version(br#"{"cniVersion":"0.3.1"}"#),
+            conf::CURRENT_VERSION
+        );
+        assert_eq!(answer_version(b"not json"), conf::CURRENT_VERSION);
+    }
+
+    #[test]
+    fn status_and_gc_validate_the_config_first() {
+        let e = dispatch(br#"{"name":"n"}"#, env("STATUS")).unwrap_err();
+        assert_eq!(e.code(), 7);
+        let e = dispatch(br#"{"cniVersion":"1.1.0"}"#, env("GC")).unwrap_err();
+        assert_eq!(e.code(), 7);
+    }
+}

@@ -434,3 +434,43 @@ fn options_and_gateway_reach_the_enforcer() {
     let left = fx.settle_leftovers(&[&ns, &ns2]);
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+#[test]
+fn labels_from_cni_args_and_annotations_and_the_namespace_reach_the_enforcer() {
+    let mut fx = Fixture::new(Main::Bridge);
+    fx.trireme_extra = json!({"args": {"cni": {"labels": [
+        {"key": "app", "value": "from-args"},
+        {"key": "tier", "value": "web"}
+    ]}}});
+    let ns = new_ns();
+    let mut rc = fx.runtime_conf(&ns, "labelled", &[("app", "from-annotation")]);
+    rc.args
+        .retain(|(k, _)| k != "K8S_POD_NAMESPACE" && k != "K8S_POD_NAME");
+    rc.args.push(("K8S_POD_NAMESPACE".into(), "prod".into()));
+    rc.args.push(("K8S_POD_NAME".into(), "web-1".into()));
+    rc.capability_args.insert(
+        "io.kubernetes.cri.pod-annotations".into(),
+        json!({
+            "trireme.io/labels": "{\"app\":\"from-annotation\"}",
+            "trireme.io/ports": "[{\"name\":\"http\",\"port\":8080,\"protocol\":\"TCP\"}]"
+        }),
+    );
+    fx.add(&rc).unwrap();
+    let st = fx.enforcer_status(&rc);
+    assert_eq!(st["namespace"], "prod", "{st}");
+    assert_eq!(st["pod"], "web-1", "{st}");
+    // The annotation overrides args.cni.labels key by key.
+    assert_eq!(
+        st["identity"]["labels"],
+        json!({"app": "from-annotation", "tier": "web"}),
+        "{st}"
+    );
+    assert_eq!(
+        st["identity"]["ports"],
+        json!([{"name": "http", "port": 8080, "protocol": "TCP"}]),
+        "{st}"
+    );
+    fx.del(&rc).unwrap();
+    let left = fx.settle_leftovers(&[&ns]);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
