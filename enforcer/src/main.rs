@@ -3,7 +3,7 @@
 //! Start-up order (each step only after the previous one worked; a failure undoes what
 //! was done and exits 1): parse and validate arguments → block SIGTERM/SIGINT → enter the
 //! netns (still single-threaded) and refuse the host's → load keys and policy → bind the
-//! NFQUEUE → install the rules (removing stale ones of a crash) → mark existing
+//! NFQUEUE → install the rules (removing stale ones of a crash) → note existing
 //! connections → bind the control socket (= ready) → serve. SIGTERM/SIGINT remove the
 //! rules and the socket and exit 0.
 
@@ -18,7 +18,7 @@ use trireme_enforcer::control::{self, PolicyStatus, Request, Response, Status};
 use trireme_enforcer::metrics::{self, Counters, MetricLabels};
 use trireme_enforcer::queue::{self, BoundQueue, PacketHandler, QueueConfig, SharedHandler};
 use trireme_enforcer::rules::{self, Family, RuleConfig, SystemIptables};
-use trireme_enforcer::{netns, Error, Result};
+use trireme_enforcer::{handshake, netns, Error, Result};
 use trireme_policy::{Identity, NamedPort};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,7 +68,8 @@ struct Args {
     /// Answer denied connections with a TCP reset instead of dropping them.
     #[arg(long)]
     reject: bool,
-    /// The node's address on the pod network (kubelet probes); allowed both ways.
+    /// The node's address on the pod network: its connections to the pod (kubelet
+    /// probes) are allowed without a token, as Kubernetes documents.
     #[arg(long)]
     gateway: Option<IpAddr>,
     /// Do not allow the gateway address (overrides --gateway).
@@ -255,6 +256,7 @@ fn watch_policy(enf: Arc<Enforcer>, mut last: Vec<control::FileStamp>) {
             last = now;
             let _ = enf.reload();
         }
+        enf.handler.lock().unwrap_or_else(|p| p.into_inner()).tick();
     }
 }
 
@@ -362,7 +364,6 @@ fn run(args: Args) -> Result<()> {
         queue: args.queue,
         fail_open: args.fail_open,
         reject: args.reject,
-        gateway,
     };
     let families = rules::families();
 
@@ -375,11 +376,12 @@ fn run(args: Args) -> Result<()> {
             Err(e2) => Error::List(vec![e, e2]),
         }
     };
-    match rules::mark_existing_connections() {
-        Ok(n) => tracing::info!(connections = n, "existing connections marked as authorised"),
-        Err(e) => tracing::warn!(error = %e,
-            "could not mark existing connections; connections older than this enforcer may stall"),
-    }
+    // Connections older than the rules keep flowing (see queue::Preexisting).
+    let preexisting = queue::Preexisting::read();
+    tracing::info!(
+        connections = preexisting.len(),
+        "existing connections will be authorised without a handshake"
+    );
 
     let enf = Arc::new(Enforcer {
         id: args.id.clone(),
@@ -413,7 +415,7 @@ fn run(args: Args) -> Result<()> {
         std::thread::Builder::new()
             .name("queue".into())
             .spawn(move || {
-                let err = match bound.run(&enf.handler, &enf.counters) {
+                let err = match bound.run(&enf.handler, &enf.counters, &preexisting) {
                     Ok(()) => Error::Queue {
                         queue: enf.queue_cfg.queue,
                         msg: "loop ended".into(),
@@ -481,20 +483,42 @@ fn run(args: Args) -> Result<()> {
     }
 }
 
-fn load_keys(dir: &Path) -> Result<PathBuf> {
-    Ok(dir.to_path_buf())
+/// Checks the crypto provider and loads this node's keys (PKI or PSK).
+fn load_keys(dir: &Path) -> Result<Arc<dyn handshake::Tokens>> {
+    trireme_token::init().map_err(|e| invalid("crypto provider", e))?;
+    let (signer, verifier) = trireme_token::load_keys(dir).map_err(|e| invalid("--key-dir", e))?;
+    // PKI: the node name comes from the credential; this only names PSK nodes.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".to_string());
+    Ok(Arc::new(handshake::TokenCrypto::new(
+        signer,
+        verifier,
+        &host,
+        trireme_token::TOKEN_TTL_SECS,
+    )))
 }
 
 fn build_handler(
     args: &Args,
     identity: Identity,
     policy: Arc<trireme_policy::Engine>,
-    keys: PathBuf,
+    tokens: Arc<dyn handshake::Tokens>,
     gateway: Option<IpAddr>,
 ) -> Result<SharedHandler> {
-    let _ = (args, identity, policy, keys, gateway);
-    tracing::warn!("handshake engine not wired yet: authorising every connection");
-    let h: Box<dyn PacketHandler> = Box::new(queue::AuthoriseAll);
+    let cfg = handshake::Config {
+        reject: args.reject,
+        allow_node: gateway,
+        ..Default::default()
+    };
+    let engine = handshake::Engine::new(
+        cfg,
+        identity,
+        tokens,
+        policy,
+        Box::new(handshake::SystemRandom),
+    );
+    let h: Box<dyn PacketHandler> = Box::new(engine);
     Ok(Arc::new(Mutex::new(h)))
 }
 

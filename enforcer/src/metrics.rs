@@ -135,6 +135,11 @@ impl Counters {
             flows: engine.flows,
             replays: engine.replays,
             evictions: engine.evictions,
+            expirations: engine.expirations,
+            denied_token: engine.denied_token,
+            denied_proof: engine.denied_proof,
+            dropped_no_proof: engine.dropped_no_proof,
+            dropped_unknown: engine.dropped_unknown,
             uptime_seconds,
         }
     }
@@ -147,8 +152,18 @@ pub struct EngineStats {
     pub flows: u64,
     /// SYN tokens rejected as replays.
     pub replays: u64,
-    /// Flows evicted because the table was full or they expired.
+    /// Flows evicted because the table was full.
     pub evictions: u64,
+    /// Half-open flows that timed out.
+    pub expirations: u64,
+    /// Handshakes refused because a token did not verify (forged, tampered, expired...).
+    pub denied_token: u64,
+    /// ACKs refused because the proof did not verify.
+    pub denied_proof: u64,
+    /// Packets dropped on a flow waiting for its proof because they carried none.
+    pub dropped_no_proof: u64,
+    /// Packets of no known flow (fail safe).
+    pub dropped_unknown: u64,
 }
 
 /// Packets that reached userspace, by kind.
@@ -196,6 +211,16 @@ pub struct Snapshot {
     pub flows: u64,
     pub replays: u64,
     pub evictions: u64,
+    #[serde(default)]
+    pub expirations: u64,
+    #[serde(default)]
+    pub denied_token: u64,
+    #[serde(default)]
+    pub denied_proof: u64,
+    #[serde(default)]
+    pub dropped_no_proof: u64,
+    #[serde(default)]
+    pub dropped_unknown: u64,
     pub uptime_seconds: u64,
 }
 
@@ -301,8 +326,23 @@ pub fn render(s: &Snapshot, l: &MetricLabels) -> String {
     family(
         "trireme_flow_evictions_total",
         "counter",
-        "Flows evicted from the handshake table (full or expired).",
-        &[("", s.evictions)],
+        "Flows removed from the handshake table early, by reason.",
+        &[
+            ("reason=\"full\"", s.evictions),
+            ("reason=\"expired\"", s.expirations),
+        ],
+    );
+    family(
+        "trireme_handshake_failures_total",
+        "counter",
+        "Handshake packets refused by the protocol (not by policy), by reason.",
+        &[
+            ("reason=\"token\"", s.denied_token),
+            ("reason=\"replay\"", s.replays),
+            ("reason=\"proof\"", s.denied_proof),
+            ("reason=\"no_proof\"", s.dropped_no_proof),
+            ("reason=\"unknown_flow\"", s.dropped_unknown),
+        ],
     );
     family(
         "trireme_policy_reloads_total",
@@ -365,6 +405,7 @@ mod tests {
                 flows: 3,
                 replays: 1,
                 evictions: 2,
+                ..Default::default()
             },
             9,
         );

@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 use crate::metrics::{Counters, Direction, EngineStats, PacketKind};
 use crate::rules::{AUTH_MARK, REJECT_MARK};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use trireme_policy::Identity;
@@ -94,6 +94,8 @@ pub trait PacketHandler: Send {
     fn stats(&self) -> EngineStats {
         EngineStats::default()
     }
+    /// Housekeeping when idle (expire half-open flows); called every few hundred ms.
+    fn tick(&mut self) {}
     /// New labels/ports/namespace labels; applies to new connections.
     fn set_identity(&mut self, identity: Identity) {
         let _ = identity;
@@ -101,6 +103,85 @@ pub trait PacketHandler: Send {
     /// A freshly loaded policy; applies to new connections.
     fn set_policy(&mut self, policy: Arc<trireme_policy::Engine>) {
         let _ = policy;
+    }
+}
+
+/// The real handler: trireme's handshake engine.
+impl PacketHandler for crate::handshake::Engine {
+    fn handle(&mut self, hook: Hook, packet: &[u8], _now: Instant) -> Outcome {
+        let dir = match hook {
+            Hook::Inbound => crate::handshake::Dir::Inbound,
+            Hook::Outbound => crate::handshake::Dir::Outbound,
+        };
+        let v = crate::handshake::Engine::handle(self, dir, packet, unix_ms());
+        Outcome {
+            action: match v.action {
+                crate::handshake::Action::Accept => Action::Accept,
+                crate::handshake::Action::Authorise => Action::Authorise,
+                crate::handshake::Action::Drop => Action::Drop,
+                crate::handshake::Action::Reject => Action::Reject,
+            },
+            packet: v.packet,
+            decision: v.decision.map(decision_of),
+        }
+    }
+
+    fn stats(&self) -> EngineStats {
+        let c = self.counters();
+        EngineStats {
+            flows: c.flows,
+            replays: c.denied_replay,
+            evictions: c.evictions,
+            expirations: c.expirations,
+            denied_token: c.denied_token,
+            denied_proof: c.denied_proof,
+            dropped_no_proof: c.dropped_no_proof,
+            dropped_unknown: c.dropped_unknown,
+        }
+    }
+
+    fn tick(&mut self) {
+        self.expire(unix_ms());
+    }
+
+    fn set_identity(&mut self, identity: Identity) {
+        crate::handshake::Engine::set_identity(self, identity);
+    }
+
+    fn set_policy(&mut self, policy: Arc<trireme_policy::Engine>) {
+        crate::handshake::Engine::set_policy(self, policy);
+    }
+}
+
+/// Unix time in milliseconds (the engine's clock; token expiry is wall-clock time).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Labels as `k=v,k2=v2` for log lines.
+pub fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decision_of(d: crate::handshake::DecisionLog) -> Decision {
+    Decision {
+        allowed: d.allowed,
+        direction: match d.direction {
+            crate::handshake::PolicyDirection::Ingress => Direction::Ingress,
+            crate::handshake::PolicyDirection::Egress => Direction::Egress,
+        },
+        peer_ip: d.peer_ip,
+        peer_namespace: d.peer_identity.as_ref().map(|i| i.namespace.clone()),
+        peer_labels: d.peer_identity.as_ref().map(|i| labels_text(&i.labels)),
+        port: d.port,
+        reason: d.reason,
     }
 }
 
@@ -152,6 +233,91 @@ pub fn kind_of(packet: &[u8]) -> PacketKind {
     }
 }
 
+/// TCP connections that were established before enforcement started, as
+/// (local, remote) socket addresses. Their packets are authorised (connmarked) without a
+/// handshake, so enforcement never breaks a connection that already existed. Read once at
+/// start-up from the netns' socket table (`/proc/net/tcp`, `/proc/net/tcp6`): conntrack
+/// may hold no entry for them at all (a netns only tracks connections once a rule needs
+/// conntrack), so marking conntrack entries alone is not enough.
+#[derive(Debug, Default, Clone)]
+pub struct Preexisting(std::collections::HashSet<(SocketAddr, SocketAddr)>);
+
+impl Preexisting {
+    /// Established connections of the caller's netns.
+    pub fn read() -> Preexisting {
+        let mut set = std::collections::HashSet::new();
+        for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                set.extend(parse_proc_net_tcp(&text, v6));
+            }
+        }
+        Preexisting(set)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Is this (non-SYN) packet part of a pre-existing connection?
+    pub fn matches(&self, hook: Hook, packet: &[u8]) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
+        let Ok(v) = crate::packet::parse(packet) else {
+            return false;
+        };
+        if v.flags.syn {
+            return false;
+        }
+        let src = SocketAddr::new(v.src, v.src_port);
+        let dst = SocketAddr::new(v.dst, v.dst_port);
+        let key = match hook {
+            Hook::Outbound => (src, dst),
+            Hook::Inbound => (dst, src),
+        };
+        self.0.contains(&key)
+    }
+}
+
+fn parse_hex_addr(s: &str, v6: bool) -> Option<SocketAddr> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip: IpAddr = if v6 {
+        if addr.len() != 32 {
+            return None;
+        }
+        let mut b = [0u8; 16];
+        for (i, word) in (0..4).map(|i| &addr[i * 8..i * 8 + 8]).enumerate() {
+            let w = u32::from_str_radix(word, 16).ok()?;
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::from(b)
+    } else {
+        let w = u32::from_str_radix(addr, 16).ok()?;
+        IpAddr::from(w.to_ne_bytes())
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Established (state 01) connections in `/proc/net/tcp{,6}` text, as (local, remote).
+/// Addresses there are hex words in host byte order. Pure.
+pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<(SocketAddr, SocketAddr)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[3] != "01" {
+                return None;
+            }
+            Some((parse_hex_addr(f[1], v6)?, parse_hex_addr(f[2], v6)?))
+        })
+        .collect()
+}
+
 /// A bound NFQUEUE.
 pub struct BoundQueue {
     queue: nfq::Queue,
@@ -190,6 +356,7 @@ impl BoundQueue {
         &mut self,
         handler: &Mutex<Box<H>>,
         counters: &Counters,
+        preexisting: &Preexisting,
     ) -> Result<()> {
         loop {
             let mut msg = match self.queue.recv() {
@@ -206,6 +373,7 @@ impl BoundQueue {
             let payload = msg.get_payload();
             counters.queued(kind_of(payload));
             let outcome = match hook {
+                Some(h) if preexisting.matches(h, payload) => Outcome::new(Action::Authorise),
                 Some(h) => {
                     let mut guard = handler.lock().unwrap_or_else(|p| p.into_inner());
                     guard.handle(h, payload, Instant::now())
@@ -299,6 +467,35 @@ mod tests {
         assert_eq!(Hook::from_nf_hook(1), Some(Hook::Inbound));
         assert_eq!(Hook::from_nf_hook(3), Some(Hook::Outbound));
         assert_eq!(Hook::from_nf_hook(0), None);
+    }
+
+    #[test]
+    fn parses_established_sockets_of_proc_net_tcp() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1293 1 0 100 0 0 10 0\n   1: 0200000A:1F90 0100000A:A6CC 01 00000000:00000000 00:00000000 00000000     0        0 2226819 1 0 20 4 33 105 -1\n";
+        let got = parse_proc_net_tcp(v4, false);
+        assert_eq!(
+            got,
+            vec![(
+                "10.0.0.2:8080".parse().unwrap(),
+                "10.0.0.1:42700".parse().unwrap()
+            )]
+        );
+        // ::1 port 80 to ::ffff:10.0.0.1 port 1, in host-order 32-bit words.
+        let one = u32::from_ne_bytes([0, 0, 0, 1]);
+        let ffff = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+        let ten = u32::from_ne_bytes([10, 0, 0, 1]);
+        let v6 = format!(
+            "header\n 0: {:08X}{:08X}{:08X}{:08X}:0050 {:08X}{:08X}{:08X}{:08X}:0001 01 rest\n",
+            0, 0, 0, one, 0, 0, ffff, ten
+        );
+        assert_eq!(
+            parse_proc_net_tcp(&v6, true),
+            vec![(
+                "[::1]:80".parse().unwrap(),
+                "[::ffff:10.0.0.1]:1".parse().unwrap()
+            )]
+        );
+        assert!(parse_proc_net_tcp("h\n 0: zz:1 yy:2 01\n", false).is_empty());
     }
 
     #[test]

@@ -13,7 +13,6 @@
 //!   -m mark --mark M/M -j CONNMARK --set-xmark M/M       (verdict NF_REPEAT + mark M)
 //!   -m mark --mark M/M                    -j ACCEPT
 //!   -m connmark --mark M/M                -j ACCEPT      (authorised connections)
-//!   -s GW / -d GW                         -j ACCEPT      (the node, unless --deny-node)
 //!   -p tcp -j NFQUEUE --queue-num Q [--queue-bypass]     (everything else TCP)
 //! ```
 //! With `--reject`, a filter-table chain TRIREME-REJECT (jumped to first from INPUT and
@@ -21,7 +20,6 @@
 //! `REJECT --reject-with tcp-reset`.
 
 use crate::error::{Error, Result};
-use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 /// Packet/connection mark bit of authorised connections (not kube-proxy's 0x4000/0x8000).
@@ -63,43 +61,24 @@ pub struct RuleConfig {
     pub fail_open: bool,
     /// Install the filter-table reject chain.
     pub reject: bool,
-    /// The node's address on the pod network (kubelet probes); traffic to and from it
-    /// bypasses the queue.
-    pub gateway: Option<IpAddr>,
 }
 
 fn mark(m: u32) -> String {
     format!("0x{m:x}/0x{m:x}")
 }
 
-fn host_cidr(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => format!("{a}/32"),
-        IpAddr::V6(a) => format!("{a}/128"),
-    }
-}
-
-fn family_of(ip: IpAddr) -> Family {
-    match ip {
-        IpAddr::V4(_) => Family::V4,
-        IpAddr::V6(_) => Family::V6,
-    }
-}
-
 /// The mangle rules of our chains, exactly as `iptables-save` prints them.
 pub fn mangle_rules(cfg: &RuleConfig, family: Family) -> Vec<String> {
     let m = mark(AUTH_MARK);
     let mut out = Vec::new();
-    for (chain, iface, addr) in [(CHAIN_IN, "-i", "-s"), (CHAIN_OUT, "-o", "-d")] {
+    let _ = family;
+    for (chain, iface) in [(CHAIN_IN, "-i"), (CHAIN_OUT, "-o")] {
         out.push(format!("-A {chain} {iface} lo -j RETURN"));
         out.push(format!(
             "-A {chain} -m mark --mark {m} -j CONNMARK --set-xmark {m}"
         ));
         out.push(format!("-A {chain} -m mark --mark {m} -j ACCEPT"));
         out.push(format!("-A {chain} -m connmark --mark {m} -j ACCEPT"));
-        if let Some(gw) = cfg.gateway.filter(|g| family_of(*g) == family) {
-            out.push(format!("-A {chain} {addr} {} -j ACCEPT", host_cidr(gw)));
-        }
         let bypass = if cfg.fail_open { " --queue-bypass" } else { "" };
         out.push(format!(
             "-A {chain} -p tcp -j NFQUEUE --queue-num {}{bypass}",
@@ -425,42 +404,6 @@ pub fn check(ipt: &dyn Iptables, cfg: &RuleConfig, families: &[Family]) -> Resul
     }
 }
 
-/// Marks the netns' established TCP connections as authorised (`conntrack -U`), so that
-/// connections that existed before enforcement started (or restarted) keep flowing.
-/// Returns how many entries were updated. A missing `conntrack` binary is an error the
-/// caller may downgrade to a warning.
-pub fn mark_existing_connections() -> Result<u64> {
-    let out = Command::new("conntrack")
-        .args([
-            "-U",
-            "-p",
-            "tcp",
-            "--state",
-            "ESTABLISHED",
-            "--mark",
-            &mark(AUTH_MARK),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::cmd("conntrack", format!("cannot run: {e} (install conntrack)")))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // "conntrack v1.4.7 (conntrack-tools): 3 flow entries have been updated."
-    let n = stderr
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .find(|w| w[1] == "flow")
-        .and_then(|w| w[0].parse().ok());
-    match n {
-        Some(n) => Ok(n),
-        None if out.status.success() => Ok(0),
-        None => Err(Error::cmd(
-            "conntrack -U",
-            format!("failed ({}): {}", out.status, stderr.trim()),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,7 +414,6 @@ mod tests {
             queue: 3,
             fail_open: false,
             reject: false,
-            gateway: Some("10.22.0.1".parse().unwrap()),
         }
     }
 
@@ -485,31 +427,24 @@ mod tests {
                 "-A TRIREME-IN -m mark --mark 0x100000/0x100000 -j CONNMARK --set-xmark 0x100000/0x100000",
                 "-A TRIREME-IN -m mark --mark 0x100000/0x100000 -j ACCEPT",
                 "-A TRIREME-IN -m connmark --mark 0x100000/0x100000 -j ACCEPT",
-                "-A TRIREME-IN -s 10.22.0.1/32 -j ACCEPT",
                 "-A TRIREME-IN -p tcp -j NFQUEUE --queue-num 3",
                 "-A TRIREME-OUT -o lo -j RETURN",
                 "-A TRIREME-OUT -m mark --mark 0x100000/0x100000 -j CONNMARK --set-xmark 0x100000/0x100000",
                 "-A TRIREME-OUT -m mark --mark 0x100000/0x100000 -j ACCEPT",
                 "-A TRIREME-OUT -m connmark --mark 0x100000/0x100000 -j ACCEPT",
-                "-A TRIREME-OUT -d 10.22.0.1/32 -j ACCEPT",
                 "-A TRIREME-OUT -p tcp -j NFQUEUE --queue-num 3",
             ]
         );
-        // The v4 gateway is not written into v6 rules.
-        assert!(!mangle_rules(&cfg(), Family::V6)
-            .iter()
-            .any(|r| r.contains("10.22.0.1")));
+        assert_eq!(mangle_rules(&cfg(), Family::V6), r);
     }
 
     #[test]
-    fn fail_open_adds_bypass_and_no_gateway_no_rule() {
+    fn fail_open_adds_bypass() {
         let c = RuleConfig {
             fail_open: true,
-            gateway: None,
             ..cfg()
         };
         let r = mangle_rules(&c, Family::V4);
-        assert!(r.iter().all(|l| !l.contains(" -s ") && !l.contains(" -d ")));
         assert_eq!(
             r.iter()
                 .filter(|l| l.ends_with("--queue-num 3 --queue-bypass"))
@@ -592,7 +527,7 @@ mod tests {
         );
         // Same rule text in the wrong table does not count.
         let wrong = save.replace("*mangle", "*filter");
-        assert_eq!(missing_rules(&c, Family::V4, &wrong).len(), 14);
+        assert_eq!(missing_rules(&c, Family::V4, &wrong).len(), 12);
     }
 
     /// Records scripts; its "kernel" state is the last script's effect (simplified: it

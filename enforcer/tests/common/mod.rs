@@ -476,7 +476,8 @@ impl Conn {
         if &g != b"!" {
             return Err(std::io::Error::other(format!("bad greeting {g:?}")));
         }
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.set_write_timeout(Some(Duration::from_secs(20)))?;
         Ok(Conn {
             s,
             sent: 0,
