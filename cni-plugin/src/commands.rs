@@ -497,6 +497,21 @@ fn gc(nc: &NetConf) -> Result<()> {
             Err(e) => errs.push(e),
         }
     }
+    // Lock files whose attachment is gone (an interrupted ADD) and that nobody holds.
+    for lock_path in state::list_ext(&config.network_state_dir(), "lock")? {
+        if lock_path.with_extension("json").exists() {
+            continue;
+        }
+        match AttachmentLock::try_acquire(&lock_path) {
+            Ok(Some(l)) if !lock_path.with_extension("json").exists() => {
+                if let Err(e) = l.remove() {
+                    errs.push(e);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(e),
+        }
+    }
     if errs.is_empty() {
         Ok(())
     } else {

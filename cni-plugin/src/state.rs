@@ -151,6 +151,11 @@ pub fn save(path: &Path, state: &State) -> Result<()> {
 
 /// Every state file of a network (paths), sorted.
 pub fn list(network_dir: &Path) -> Result<Vec<PathBuf>> {
+    list_ext(network_dir, "json")
+}
+
+/// Every file of a network's state directory with extension `ext`, sorted.
+pub fn list_ext(network_dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     let rd = match std::fs::read_dir(network_dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -163,7 +168,7 @@ pub fn list(network_dir: &Path) -> Result<Vec<PathBuf>> {
     };
     let mut out: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
     out.sort();
     Ok(out)

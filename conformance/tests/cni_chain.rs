@@ -223,6 +223,14 @@ fn gc_removes_attachments_that_are_not_valid() {
         "{ns2_rules:#?}"
     );
 
+    // A lock file left by an interrupted ADD (no state file) is removed too.
+    std::fs::write(
+        fx.path("state")
+            .join(&fx.network)
+            .join("interrupted-eth0.lock"),
+        "",
+    )
+    .unwrap();
     // A missing valid-attachments key means none is valid.
     gc.as_object_mut()
         .unwrap()
