@@ -3,7 +3,8 @@
 //! tokens: forged by its own CA, tampered labels, expired, lifted from another connection,
 //! a replayed captured SYN, garbage options and payloads. Every one is denied: no SYN-ACK
 //! comes back, the server application never accepts, the enforcer counts the refusal and
-//! keeps serving the legitimate client.
+//! keeps serving the legitimate client. Last, a pod with a full TCP stack and its own
+//! enforcer running on a rogue CA's keys, labelled like the allowed client, is refused.
 
 use etherparse::PacketBuilder;
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use trireme_conformance::cluster::{serve_ports, Cluster, ClusterSpec, PodSpec};
 use trireme_conformance::probe::probe_here;
+use trireme_conformance::{unique_name, Netns, NetworkConfigList, RuntimeConf};
 use trireme_enforcer::packet;
 use trireme_policy::Identity;
 use trireme_token::{Claims, Signer};
@@ -244,6 +246,40 @@ fn capture_syn(ifname: &str, dst: Ipv4Addr, wait: Duration) -> Option<Vec<u8>> {
         }
         libc::close(fd);
         found
+    }
+}
+
+/// A pod attached through the cluster's chain but with trireme's `keyDir` pointing at a
+/// rogue CA's keys; DEL'd on drop.
+struct RoguePod<'a> {
+    c: &'a Cluster,
+    list: NetworkConfigList,
+    rc: RuntimeConf,
+    netns: Netns,
+}
+
+impl<'a> RoguePod<'a> {
+    fn attach(c: &'a Cluster, keys: &std::path::Path) -> RoguePod<'a> {
+        let netns = Netns::new("tcr").expect("rogue netns");
+        let mut list = c.list.clone();
+        list.plugins[1]["keyDir"] = serde_json::json!(keys);
+        let rc = RuntimeConf::new(&unique_name("c"), netns.path(), "eth0")
+            .arg("IgnoreUnknown", "1")
+            .arg("K8S_POD_NAMESPACE", "x")
+            .arg("K8S_POD_NAME", "rogue")
+            .capability(
+                "io.kubernetes.cri.pod-annotations",
+                serde_json::json!({"trireme.io/labels": r#"{"pod":"b"}"#}),
+            );
+        let pod = RoguePod { c, list, rc, netns };
+        pod.c.rt.add(&pod.list, &pod.rc).expect("ADD the rogue pod");
+        pod
+    }
+}
+
+impl Drop for RoguePod<'_> {
+    fn drop(&mut self) {
+        let _ = self.c.rt.del(&self.list, &self.rc);
     }
 }
 
@@ -490,6 +526,29 @@ fn crafted_tokens_from_an_attacker_pod_are_all_denied() {
             failures.push(a.name);
         }
     }
+    // A full TCP stack with its own enforcer, keys from its own CA, labelled pod=b: its
+    // enforcer signs every SYN with the rogue key; x/a's refuses them.
+    let rogue_pod = RoguePod::attach(&c, &rogue_dir.path().join("k"));
+    let b4 = seen(&c);
+    let rogue_ok = rogue_pod
+        .netns
+        .run(|| probe_here(to_a, Duration::from_secs(2)))
+        .unwrap();
+    let after_rogue = counted(&c, |s| s.denied_token > b4.denied_token);
+    println!(
+        "attack: {:<55} {}",
+        "pod with its own enforcer and rogue CA, labelled pod=b",
+        if rogue_ok {
+            "FAILED: connected"
+        } else {
+            "denied"
+        }
+    );
+    if rogue_ok || after_rogue.denied_token == b4.denied_token {
+        failures.push("rogue enforcer");
+    }
+    drop(rogue_pod);
+
     let after = seen(&c);
     println!("x/a's enforcer: before {before:?}, after {after:?}");
     assert_eq!(
