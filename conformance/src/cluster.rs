@@ -1147,6 +1147,25 @@ impl Cluster {
         }
     }
 
+    /// Packets that went through the INVALID-drop chain (the FORWARD jumps' counters):
+    /// shows that the cluster's traffic is really seen by the node's conntrack rule.
+    pub fn invalid_chain_packets(&self) -> Result<Option<u64>> {
+        let Some(c) = self.chains.iter().find(|c| c.chain.starts_with("TRC-INV-")) else {
+            return Ok(None);
+        };
+        let out = run_cmd(
+            "read the FORWARD counters",
+            Command::new("iptables")
+                .args(["-w", "-t", "filter", "-n", "-v", "-x", "-L", "FORWARD"]),
+        )?;
+        let n = out
+            .lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some(c.chain.as_str()))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        Ok(Some(n))
+    }
+
     /// DEL of one pod through the chain (reverse order, cached result); its servers stop.
     pub fn del_pod(&mut self, key: &str) -> Result<()> {
         let i = self.pod_index(key)?;
