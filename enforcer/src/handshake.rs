@@ -800,7 +800,8 @@ impl Engine {
             Some(u) if u.key == key && u.isn_c == v.seq && (pending || u.denied) => true,
             Some(_) => {
                 self.counters.denied_replay += 1;
-                let log = denied("replayed SYN token".into());
+                let mut log = denied("replayed SYN token".into());
+                log.peer_identity = Some(info.identity);
                 return Verdict::new(self.deny_action()).with_decision(log);
             }
         };
@@ -1738,7 +1739,13 @@ spec:
         for now in [T0 + 100, T0 + 20_000] {
             let v = s.handle(Dir::Inbound, &captured, now);
             assert_eq!(v.action, Action::Drop);
-            assert!(v.decision.unwrap().reason.contains("replay"));
+            let d = v.decision.unwrap();
+            assert!(d.reason.contains("replay") && !d.allowed);
+            assert_eq!(
+                d.peer_identity,
+                Some(identity("a")),
+                "whose token was replayed"
+            );
         }
         assert_eq!(s.counters().denied_replay, 3);
     }
@@ -2122,6 +2129,13 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
         c.expire(T0 + 3_600_000);
         assert_eq!((c.counters().flows, s.counters().flows), (0, 0));
         assert_eq!(s.counters().replay_entries, 0);
+    }
+
+    #[test]
+    fn engine_can_move_to_the_queue_thread() {
+        fn send<T: Send>() {}
+        send::<Engine>();
+        send::<Verdict>();
     }
 
     /// A random source that fails: the engine fails closed.
