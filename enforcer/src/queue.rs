@@ -386,6 +386,12 @@ impl BoundQueue {
                 log_decision(d);
             }
             let (verdict, mark) = verdict_for(outcome.action, msg.get_nfmark(), self.cfg.reject);
+            let mut outcome = outcome;
+            if outcome.action == Action::Reject && outcome.packet.is_none() {
+                // The kernel's reset acknowledges the SYN's payload: without our token,
+                // so the peer's SYN_SENT socket accepts it (connection refused at once).
+                outcome.packet = reject_packet(msg.get_payload());
+            }
             match outcome.action {
                 Action::Authorise => counters.authorised(),
                 Action::Drop => counters.dropped(),
@@ -407,6 +413,16 @@ impl BoundQueue {
                 tracing::warn!(error = %e, "NFQUEUE verdict failed");
             }
         }
+    }
+}
+
+/// The packet the kernel's `REJECT --reject-with tcp-reset` should answer: the original
+/// without our marker and token (a reset acking the token bytes would be ignored by the
+/// peer). `None` when there is no token to remove.
+pub fn reject_packet(packet: &[u8]) -> Option<Vec<u8>> {
+    match crate::packet::parse(packet) {
+        Ok(v) if v.token.is_some() => crate::packet::strip(packet).ok().map(|s| s.packet),
+        _ => None,
     }
 }
 

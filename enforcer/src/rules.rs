@@ -13,6 +13,7 @@
 //!   -m mark --mark M/M -j CONNMARK --set-xmark M/M       (verdict NF_REPEAT + mark M)
 //!   -m mark --mark M/M                    -j ACCEPT
 //!   -m connmark --mark M/M                -j ACCEPT      (authorised connections)
+//!   (OUT only) -p tcp --tcp-flags RST RST -j ACCEPT      (our own resets)
 //!   -p tcp -j NFQUEUE --queue-num Q [--queue-bypass]     (everything else TCP)
 //! ```
 //! With `--reject`, a filter-table chain TRIREME-REJECT (jumped to first from INPUT and
@@ -79,6 +80,12 @@ pub fn mangle_rules(cfg: &RuleConfig, family: Family) -> Vec<String> {
         ));
         out.push(format!("-A {chain} -m mark --mark {m} -j ACCEPT"));
         out.push(format!("-A {chain} -m connmark --mark {m} -j ACCEPT"));
+        if chain == CHAIN_OUT {
+            // Our own resets (REJECT's tcp-reset, a local abort) go out unqueued: a reset
+            // opens nothing, and NFQUEUE drops a REJECT reset since it shares the
+            // rejected SYN's unconfirmed conntrack entry.
+            out.push(format!("-A {chain} -p tcp -m tcp --tcp-flags RST RST -j ACCEPT"));
+        }
         let bypass = if cfg.fail_open { " --queue-bypass" } else { "" };
         out.push(format!(
             "-A {chain} -p tcp -j NFQUEUE --queue-num {}{bypass}",
@@ -432,6 +439,7 @@ mod tests {
                 "-A TRIREME-OUT -m mark --mark 0x100000/0x100000 -j CONNMARK --set-xmark 0x100000/0x100000",
                 "-A TRIREME-OUT -m mark --mark 0x100000/0x100000 -j ACCEPT",
                 "-A TRIREME-OUT -m connmark --mark 0x100000/0x100000 -j ACCEPT",
+                "-A TRIREME-OUT -p tcp -m tcp --tcp-flags RST RST -j ACCEPT",
                 "-A TRIREME-OUT -p tcp -j NFQUEUE --queue-num 3",
             ]
         );
@@ -527,7 +535,7 @@ mod tests {
         );
         // Same rule text in the wrong table does not count.
         let wrong = save.replace("*mangle", "*filter");
-        assert_eq!(missing_rules(&c, Family::V4, &wrong).len(), 12);
+        assert_eq!(missing_rules(&c, Family::V4, &wrong).len(), 13);
     }
 
     /// Records scripts; its "kernel" state is the last script's effect (simplified: it

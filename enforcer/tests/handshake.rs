@@ -470,3 +470,56 @@ fn plain_server_on_a_host_with_cookieless_fast_open_gets_clean_data() {
 fn plain_server_whose_listener_runs_fast_open_without_cookies_gets_clean_data() {
     plain_server_case("0x603");
 }
+
+const DENY_ALL_INGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n";
+
+fn enforce_b_with(w: &World, extra: &[&str]) -> Enforcer {
+    let mut o = EnforcerOpts::new("x", "b", r#"{"pod":"b"}"#, w.pol_b.path(), &w.keys_b());
+    o.extra = extra.iter().map(|s| s.to_string()).collect();
+    Enforcer::start(&w.pair.b, o)
+}
+
+#[test]
+fn reject_answers_denied_connections_with_a_reset() {
+    let w = World::new();
+    write_policy(w.pol_b.path(), DENY_ALL_INGRESS);
+    let _ea = w.enforce_a();
+    let eb = enforce_b_with(&w, &["--reject"]);
+    let srv = Server::start(&w.pair.b, 80);
+    let started = std::time::Instant::now();
+    let err = connect(&w.pair.a, IP_B, 80, Duration::from_secs(3)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(srv.accepted(), 0);
+    assert!(eb.status().counters.rejected >= 1);
+}
+
+#[test]
+fn the_node_gateway_is_allowed_unless_denied() {
+    let w = World::new();
+    write_policy(w.pol_b.path(), DENY_ALL_INGRESS);
+    // Pod a plays the node (no enforcer, no token) at the gateway address 10.0.0.1.
+    let eb = enforce_b_with(&w, &["--gateway", "10.0.0.1"]);
+    let srv = Server::start(&w.pair.b, 80);
+    exchange(&w.pair.a, IP_B, 80, 1000, T).expect("the node's probe is allowed");
+    drop(eb);
+    let _eb = enforce_b_with(&w, &["--gateway", "10.0.0.1", "--deny-node"]);
+    assert_denied(&w, &srv, 80);
+}
+
+#[test]
+fn fail_open_lets_new_connections_through_when_the_enforcer_is_gone() {
+    let w = World::new();
+    write_policy(w.pol_b.path(), DENY_ALL_INGRESS);
+    let mut eb = enforce_b_with(&w, &["--fail-open"]);
+    let srv = Server::start(&w.pair.b, 80);
+    assert_denied(&w, &srv, 80);
+    eb.stop_with(nix::sys::signal::Signal::SIGKILL);
+    assert!(w
+        .pair
+        .b
+        .trireme_rules()
+        .iter()
+        .any(|r| r.contains("--queue-bypass")));
+    exchange(&w.pair.a, IP_B, 80, 1000, T).expect("fail-open passes traffic without an enforcer");
+}
