@@ -84,7 +84,9 @@ pub fn mangle_rules(cfg: &RuleConfig, family: Family) -> Vec<String> {
             // Our own resets (REJECT's tcp-reset, a local abort) go out unqueued: a reset
             // opens nothing, and NFQUEUE drops a REJECT reset since it shares the
             // rejected SYN's unconfirmed conntrack entry.
-            out.push(format!("-A {chain} -p tcp -m tcp --tcp-flags RST RST -j ACCEPT"));
+            out.push(format!(
+                "-A {chain} -p tcp -m tcp --tcp-flags RST RST -j ACCEPT"
+            ));
         }
         let bypass = if cfg.fail_open { " --queue-bypass" } else { "" };
         out.push(format!(
