@@ -1395,6 +1395,18 @@ mod tests {
     }
 
     #[test]
+    fn state_files_without_owner_fields_parse_as_not_reapable() {
+        let st: KeptState = serde_json::from_value(json!({
+            "name": "tc1", "dir": "/tmp/x", "cni_path": [], "conflist": {},
+            "attachments": [], "bridge": null, "chains": [], "pids": [],
+        }))
+        .unwrap();
+        assert_eq!(st.owner_pid, 0);
+        assert!(!st.kept);
+        assert_eq!(st.owner_pidns, "");
+    }
+
+    #[test]
     fn vips_are_outside_the_pod_subnet() {
         let s = Ipv4Addr::new(10, 201, 3, 0);
         assert_eq!(vip_of(s, 0), Ipv4Addr::new(10, 201, 131, 10));

@@ -365,3 +365,49 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_with_values_and_switches() {
+        let f = parse_flags(
+            &s(&["--policies", "d1", "--keep", "--policies", "d2"]),
+            &["--policies"],
+            &["--keep"],
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            vec![
+                ("--policies".to_string(), "d1".to_string()),
+                ("--keep".to_string(), String::new()),
+                ("--policies".to_string(), "d2".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        assert!(parse_flags(&s(&["--policies"]), &["--policies"], &[])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse_flags(&s(&["--nope"]), &["--policies"], &["--keep"])
+            .unwrap_err()
+            .contains("unexpected argument"));
+    }
+
+    #[test]
+    fn labels_print_sorted() {
+        let l = BTreeMap::from([
+            ("tier".to_string(), "web".to_string()),
+            ("app".to_string(), "frontend".to_string()),
+        ]);
+        assert_eq!(labels(&l), "app=frontend,tier=web");
+    }
+}
