@@ -13,10 +13,21 @@ fn policies_yaml(n: usize) -> String {
     let mut s = String::new();
     for i in 0..n {
         s.push_str(&format!(
-            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{i}, namespace: bench}}\n\
-spec:\n  podSelector: {{matchLabels: {{app: svc-{i}}}}}\n  policyTypes: [Ingress, Egress]\n\
-  ingress:\n  - from:\n    - podSelector: {{matchLabels: {{role: client-{i}}}}}\n    ports: [{{port: 8080}}]\n\
-  egress:\n  - to:\n    - namespaceSelector: {{matchLabels: {{tier: t{i}}}}}\n"
+            "---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: p{i}, namespace: bench}}
+spec:
+  podSelector: {{matchLabels: {{app: svc-{i}}}}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - podSelector: {{matchLabels: {{role: client-{i}}}}}
+    ports: [{{port: 8080}}]
+  egress:
+  - to:
+    - namespaceSelector: {{matchLabels: {{tier: t{i}}}}}
+"
         ));
     }
     s
@@ -65,7 +76,7 @@ fn bench(c: &mut Criterion) {
             };
             b.iter(|| {
                 let d = engine.ingress(black_box(&server), &peer, 8080, Protocol::Tcp);
-                assert!(d.allowed);
+                assert!(d.allowed, "{d}");
                 black_box(d)
             })
         });

@@ -241,7 +241,20 @@ impl Builder {
         };
         match (api.as_str(), kind.as_str()) {
             ("networking.k8s.io/v1", "NetworkPolicy") => {
+                let original = v.clone();
                 let np: NetworkPolicy = decode(o, &kind, &object, v)?;
+                // Strict, as `kubectl apply` validates fields: a misspelt or misindented
+                // key (`ingres:`, `ingress:` outside `spec`) must not be silently dropped.
+                let decoded = serde_json::to_value(&np).unwrap_or(Value::Null);
+                if let Some(field) = unknown_field(&original, &decoded, "") {
+                    return Err(PolicyError::Invalid {
+                        file: o.file.into(),
+                        kind,
+                        object,
+                        field,
+                        message: "unknown field".into(),
+                    });
+                }
                 self.policy(o, np)
             }
             ("v1", "Namespace") => {
@@ -486,6 +499,31 @@ fn decode<T: DeserializeOwned>(
             message: e.into_inner().to_string(),
         }
     })
+}
+
+/// The first key (as a field path) present in `original` but not in `decoded` (the
+/// re-serialised typed object), ignoring null values.
+fn unknown_field(original: &Value, decoded: &Value, path: &str) -> Option<String> {
+    match (original, decoded) {
+        (Value::Object(o), Value::Object(d)) => o.iter().find_map(|(k, v)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            match d.get(k) {
+                None if v.is_null() => None,
+                None => Some(p),
+                Some(dv) => unknown_field(v, dv, &p),
+            }
+        }),
+        (Value::Array(o), Value::Array(d)) => o
+            .iter()
+            .zip(d)
+            .enumerate()
+            .find_map(|(i, (ov, dv))| unknown_field(ov, dv, &format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 /// Splits a source into documents: JSON (one or more concatenated values) when it starts

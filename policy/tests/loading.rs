@@ -117,6 +117,21 @@ fn validation_errors_name_file_object_and_field() {
         "  podSelector: {}\n  policyTypes: [Egress, Egress]",
         "spec.policyTypes[1]",
     );
+    // Unknown (misspelt, misindented) fields are errors, not silently dropped.
+    invalid("  podSelector: {}\n  ingres: [{}]", "spec.ingres");
+    invalid(
+        "  podSelector: {}\n  ingress: [{from: [{podSelector: {}, nameSpaceSelector: {}}]}]",
+        "spec.ingress[0].from[0].nameSpaceSelector",
+    );
+    let err = Cluster::parse_str(
+        "f.yaml",
+        &format!("{}ingress: [{{}}]\n", policy_with("  podSelector: {}")),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, PolicyError::Invalid { ref field, .. } if field == "ingress"),
+        "{err}"
+    );
     // Type errors from decoding carry the path too.
     invalid(
         "  podSelector: {}\n  ingress: [{ports: {port: 80}}]",
