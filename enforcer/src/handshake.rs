@@ -508,6 +508,17 @@ impl Engine {
         self.put(key, Flow::Authorised, now_ms + self.cfg.linger_ms, now_ms);
     }
 
+    /// A denied SYN that carried our token: Drop, or Reject with the token stripped, so
+    /// the kernel's reset acknowledges only the SYN (and any Fast Open data) and the
+    /// client's SYN-SENT socket accepts it.
+    fn deny_syn(&self, pkt: &[u8]) -> Verdict {
+        let v = Verdict::new(self.deny_action());
+        match (v.action, packet::strip(pkt)) {
+            (Action::Reject, Ok(s)) => v.with_packet(s.packet),
+            _ => v,
+        }
+    }
+
     fn deny_action(&self) -> Action {
         if self.cfg.reject {
             Action::Reject
@@ -783,7 +794,7 @@ impl Engine {
             Err(e) => {
                 self.counters.denied_token += 1;
                 let log = denied(format!("SYN token refused: {e}"));
-                return Verdict::new(self.deny_action()).with_decision(log);
+                return self.deny_syn(pkt).with_decision(log);
             }
         };
         // Replays are refused here, at the SYN. A retransmitted SYN (same tuple, same ISN,
@@ -802,7 +813,7 @@ impl Engine {
                 self.counters.denied_replay += 1;
                 let mut log = denied("replayed SYN token".into());
                 log.peer_identity = Some(info.identity);
-                return Verdict::new(self.deny_action()).with_decision(log);
+                return self.deny_syn(pkt).with_decision(log);
             }
         };
         if !retransmit {
@@ -836,7 +847,7 @@ impl Engine {
         if !log.allowed {
             self.counters.denied_policy += 1;
             self.flows.remove(&key);
-            return Verdict::new(self.deny_action()).with_decision(log);
+            return self.deny_syn(pkt).with_decision(log);
         }
         let stripped = match packet::strip(pkt) {
             Ok(s) => s.packet,
@@ -1589,7 +1600,12 @@ spec:
             let wire = out(&c.handle(Dir::Outbound, &p, T0), &p);
             let v = s.handle(Dir::Inbound, &wire, T0);
             assert_eq!(v.action, want);
-            assert_eq!(v.packet, None);
+            if want == Action::Reject {
+                // the kernel's reset must answer the plain SYN, not the token bytes
+                assert_eq!(v.packet.as_deref(), Some(&p[..]));
+            } else {
+                assert_eq!(v.packet, None);
+            }
             let d = v.decision.unwrap();
             assert!(!d.allowed);
             assert_eq!(d.peer_identity, Some(identity("c")));
