@@ -676,6 +676,37 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_header_options_are_kept_and_checksummed() {
+        let mut h = etherparse::Ipv4Header::new(0, 64, IpNumber::TCP, [10, 0, 0, 1], [10, 0, 0, 2])
+            .unwrap();
+        h.set_options(&[1, 1, 1, 0]).unwrap(); // NOP NOP NOP EOL: IHL 6
+        let b = PacketBuilder::ip(etherparse::IpHeaders::Ipv4(h, Default::default()))
+            .tcp(1, 2, 3, 4)
+            .syn()
+            .options(&[MSS])
+            .unwrap();
+        let mut p = Vec::new();
+        b.write(&mut p, b"").unwrap();
+        assert_eq!(p[0] & 0x0f, 6);
+        verify_checksums(&p).unwrap();
+        let a = attach(&p, b"tok", 1500).unwrap();
+        verify_checksums(&a).unwrap();
+        etherparse_ok(&a);
+        assert_eq!(&a[20..24], &[1, 1, 1, 0], "IP options untouched");
+        assert_eq!(parse(&a).unwrap().token, Some(&b"tok"[..]));
+        assert_eq!(strip(&a).unwrap().packet, p);
+    }
+
+    #[test]
+    fn bytes_beyond_the_ip_length_are_dropped() {
+        let p = syn_v4(b"", &[MSS]);
+        let mut padded = p.clone();
+        padded.extend_from_slice(&[0xEE; 6]); // e.g. Ethernet padding
+        let a = attach(&padded, b"t", 1500).unwrap();
+        assert_eq!(strip(&a).unwrap().packet, p);
+    }
+
+    #[test]
     fn corrupted_checksum_is_detected() {
         let mut a = attach(&syn_v4(b"", &[MSS]), b"t", 1500).unwrap();
         let n = a.len();
