@@ -9,6 +9,7 @@
 //!   policies, Service VIPs and the Kubernetes-node host set-up; [`matrix`]: probed
 //!   reachability matrices compared with the policy engine's, printed as upstream does.
 
+pub mod bench;
 pub mod cluster;
 pub mod cni;
 pub mod matrix;
