@@ -679,7 +679,7 @@ mod tests {
     fn ipv4_header_options_are_kept_and_checksummed() {
         let mut h = etherparse::Ipv4Header::new(0, 64, IpNumber::TCP, [10, 0, 0, 1], [10, 0, 0, 2])
             .unwrap();
-        h.set_options(&[1, 1, 1, 0]).unwrap(); // NOP NOP NOP EOL: IHL 6
+        h.options = (&[1u8, 1, 1, 0][..]).try_into().unwrap(); // NOP NOP NOP EOL: IHL 6
         let b = PacketBuilder::ip(etherparse::IpHeaders::Ipv4(h, Default::default()))
             .tcp(1, 2, 3, 4)
             .syn()
