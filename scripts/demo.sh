@@ -7,7 +7,7 @@
 #   sudo scripts/demo.sh            # build (release), run, clean up
 #   sudo scripts/demo.sh --keep     # leave the cluster running; prints how to remove it
 #   sudo scripts/demo.sh --debug    # debug build (faster to compile)
-#   sudo scripts/demo.sh --policies DIR   # another directory of Namespace/Pod/NetworkPolicy YAML
+#   sudo scripts/demo.sh --policies PATH [--policies PATH ...]   # other Namespace/Pod/NetworkPolicy YAML
 #
 # Needs root (network namespaces, a bridge, iptables, NFQUEUE) and a Rust toolchain (cargo).
 set -euo pipefail
@@ -24,9 +24,11 @@ fi
 
 profile=release
 args=()
+policies=(--policies examples/policies/demo)
 for a in "$@"; do
   case "$a" in
     --debug) profile=debug ;;
+    --policies) policies=(); args+=("$a") ;;
     *) args+=("$a") ;;
   esac
 done
@@ -38,4 +40,4 @@ build=(cargo build --workspace --bins --locked)
 echo "demo: building ($profile): ${build[*]}" >&2
 "${build[@]}"
 
-exec "target/$profile/trireme-sandbox" up --policies examples/policies/demo ${args[@]+"${args[@]}"}
+exec "target/$profile/trireme-sandbox" up ${policies[@]+"${policies[@]}"} ${args[@]+"${args[@]}"}

@@ -3,7 +3,7 @@
 //! expected reachability matrix (policy engine) beside the one measured with real TCP.
 //!
 //! ```text
-//! trireme-sandbox up [--policies DIR] [--keep]     create, apply, probe, print; clean up
+//! trireme-sandbox up [--policies PATH ...] [--keep]  create, apply, probe, print; clean up
 //! trireme-sandbox down --name NAME | --state FILE  remove a cluster kept with --keep
 //! trireme-sandbox list                             clusters kept on this machine
 //! trireme-sandbox serve --port P [--port P ...]    TCP echo servers (the pods of a kept cluster)
@@ -21,14 +21,15 @@ use trireme_conformance::matrix;
 const REGISTRY: &str = "/run/trireme-sandbox";
 
 const USAGE: &str = "usage:
-  trireme-sandbox up [--policies DIR] [--keep]
+  trireme-sandbox up [--policies PATH ...] [--keep]
   trireme-sandbox down (--name NAME | --state FILE)
   trireme-sandbox list
   trireme-sandbox serve --port P [--port P ...]
 
 up: creates a sandbox cluster of network-namespace pods from the Namespace and Pod objects
-in DIR (default examples/policies/demo), attached with the bridge plugin and trireme
-chained, applies the NetworkPolicies in DIR, prints the expected reachability matrix (the
+in the files and directories given with --policies (default examples/policies/demo),
+attached with the bridge plugin and trireme chained, applies the NetworkPolicies in them
+once the pods run, prints the expected reachability matrix (the
 policy engine) and the observed one (real TCP connections from every pod to every pod on
 each port), then removes everything. --keep leaves the cluster running and prints the
 command that removes it. Exit status: 0 when observed = expected, 1 when not, 2 on errors.";
@@ -87,19 +88,26 @@ fn parse_flags(
 fn up(args: &[String]) -> Result<ExitCode, String> {
     let flags = parse_flags(args, &["--policies"], &["--keep"])?;
     need_root()?;
-    let dir = flags
+    let mut paths: Vec<PathBuf> = flags
         .iter()
-        .rev()
-        .find(|(k, _)| k == "--policies")
+        .filter(|(k, _)| k == "--policies")
         .map(|(_, v)| PathBuf::from(v))
-        .unwrap_or_else(|| PathBuf::from("examples/policies/demo"));
+        .collect();
+    if paths.is_empty() {
+        paths.push(PathBuf::from("examples/policies/demo"));
+    }
+    let dir = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let keep = flags.iter().any(|(k, _)| k == "--keep");
-    let manifests = trireme_policy::Cluster::load_paths(&[&dir])
-        .map_err(|e| format!("policies {}: {e}", dir.display()))?;
+    let manifests =
+        trireme_policy::Cluster::load_paths(&paths).map_err(|e| format!("policies {dir}: {e}"))?;
     if manifests.pods.is_empty() {
         return Err(format!(
             "{} has no Pod objects: the sandbox creates one pod per Pod (see examples/policies/demo/cluster.yaml)",
-            dir.display()
+            dir
         ));
     }
     let policies = serde_json::json!({
@@ -148,7 +156,7 @@ fn up(args: &[String]) -> Result<ExitCode, String> {
     println!(
         "applied {} NetworkPolicies from {} (every enforcer had them within {:.2} s)",
         manifests.policies.len(),
-        dir.display(),
+        dir,
         applied.as_secs_f64()
     );
 
