@@ -91,3 +91,16 @@ fn no_policy_allows_everything() {
     assert_eq!(t.allowed.len(), 81);
     assert!(t.allowed.values().all(|v| *v));
 }
+
+#[test]
+fn json_keys_are_in_the_documented_order() {
+    let cluster = Cluster::load_paths(&[dir().join("cluster.yaml")]).unwrap();
+    let t = cluster.truth_table(&cluster.engine(), 81, trireme_policy::Protocol::Udp);
+    let json = t.to_json();
+    assert!(
+        json.starts_with(r#"{"port":81,"protocol":"UDP","allowed":{"x/a":{"x/a":true,"x/b":true,"#),
+        "{json}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["allowed"]["z/c"].as_object().unwrap().len(), 9);
+}
