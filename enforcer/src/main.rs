@@ -518,7 +518,11 @@ fn build_handler(
         policy,
         Box::new(handshake::SystemRandom),
     );
-    let h: Box<dyn PacketHandler> = Box::new(engine);
+    let injector = queue::RawInjector::open()?;
+    let h: Box<dyn PacketHandler> = Box::new(queue::TokenEaterGuard::new(
+        Box::new(engine),
+        Box::new(injector),
+    ));
     Ok(Arc::new(Mutex::new(h)))
 }
 

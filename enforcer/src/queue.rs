@@ -16,7 +16,7 @@ use crate::metrics::{Counters, Direction, EngineStats, PacketKind};
 use crate::rules::{AUTH_MARK, REJECT_MARK};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use trireme_policy::Identity;
 
 /// Netfilter hook numbers (linux/netfilter.h).
@@ -449,6 +449,262 @@ pub fn log_decision(d: &Decision) {
 /// A handler shared by the queue thread and the control thread.
 pub type SharedHandler = Arc<Mutex<Box<dyn PacketHandler>>>;
 
+// ---------------------------------------------------------------------------------------
+// Servers that eat the SYN token
+
+/// Sends a raw IP packet (the guard's reset) from the pod netns.
+pub trait Injector: Send {
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()>;
+}
+
+/// Raw `IPPROTO_RAW` sockets (IPv4 and, if available, IPv6), opened in the caller's netns.
+pub struct RawInjector {
+    v4: std::os::fd::OwnedFd,
+    v6: Option<std::os::fd::OwnedFd>,
+}
+
+fn raw_socket(family: libc::c_int) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) with constant arguments; the fd is owned from here on.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+impl RawInjector {
+    pub fn open() -> Result<RawInjector> {
+        let v4 = raw_socket(libc::AF_INET).map_err(|e| Error::Queue {
+            queue: 0,
+            msg: format!("raw socket: {e}"),
+        })?;
+        Ok(RawInjector {
+            v4,
+            v6: raw_socket(libc::AF_INET6).ok(),
+        })
+    }
+}
+
+impl Injector for RawInjector {
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let v = crate::packet::parse(packet).map_err(std::io::Error::other)?;
+        let n = match (v.dst, &self.v6) {
+            (IpAddr::V4(d), _) => {
+                let addr = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(d.octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: valid fd, buffer and address of the stated sizes.
+                unsafe {
+                    libc::sendto(
+                        self.v4.as_raw_fd(),
+                        packet.as_ptr().cast(),
+                        packet.len(),
+                        0,
+                        (&addr as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    )
+                }
+            }
+            (IpAddr::V6(d), Some(fd)) => {
+                let addr = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: 0,
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: d.octets(),
+                    },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: valid fd, buffer and address of the stated sizes.
+                unsafe {
+                    libc::sendto(
+                        fd.as_raw_fd(),
+                        packet.as_ptr().cast(),
+                        packet.len(),
+                        0,
+                        (&addr as *const libc::sockaddr_in6).cast(),
+                        std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                    )
+                }
+            }
+            (IpAddr::V6(_), None) => return Err(std::io::Error::other("no IPv6 raw socket")),
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// How long a server that ate a token gets SYNs without one.
+pub const EATER_TTL: Duration = Duration::from_secs(300);
+const GUARD_MAX: usize = 65_536;
+const SENT_TTL: Duration = Duration::from_secs(30);
+
+/// A SYN that left with our token: the ack a server sends if it took the token as data.
+#[derive(Debug, Clone, Copy)]
+struct SentSyn {
+    eaten_ack: u32,
+    at: Instant,
+}
+
+/// Wraps the handshake engine for one pitfall of plain servers: a listener running TCP
+/// Fast Open without cookies (`net.ipv4.tcp_fastopen` 0x200) accepts the data of ANY SYN,
+/// so it hands our token to its application and its SYN-ACK acknowledges the token bytes.
+/// No byte of such a connection can be repaired. The guard notices that SYN-ACK (its ack
+/// covers exactly our token), resets the server's side with a raw RST at the sequence
+/// number it expects, drops the SYN-ACK, and remembers the server for [`EATER_TTL`]: the
+/// local kernel retransmits its SYN, which now leaves without a token, so the server sees
+/// a plain connection, and our side judges it by ipBlock like every token-less peer.
+pub struct TokenEaterGuard {
+    inner: Box<dyn PacketHandler>,
+    injector: Box<dyn Injector>,
+    sent: std::collections::HashMap<(SocketAddr, SocketAddr), SentSyn>,
+    eaters: std::collections::HashMap<SocketAddr, Instant>,
+}
+
+impl TokenEaterGuard {
+    pub fn new(inner: Box<dyn PacketHandler>, injector: Box<dyn Injector>) -> Self {
+        TokenEaterGuard {
+            inner,
+            injector,
+            sent: Default::default(),
+            eaters: Default::default(),
+        }
+    }
+
+    /// Servers currently sent SYNs without a token.
+    pub fn eaters(&self) -> usize {
+        self.eaters.len()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.sent.retain(|_, s| now.duration_since(s.at) < SENT_TTL);
+        self.eaters
+            .retain(|_, at| now.duration_since(*at) < EATER_TTL);
+    }
+}
+
+/// The reset that closes a server's connection whose next expected byte is `seq`.
+pub fn reset_for(local: SocketAddr, remote: SocketAddr, seq: u32) -> Option<Vec<u8>> {
+    let b = match (local.ip(), remote.ip()) {
+        (IpAddr::V4(l), IpAddr::V4(r)) => {
+            etherparse::PacketBuilder::ipv4(l.octets(), r.octets(), 64)
+        }
+        (IpAddr::V6(l), IpAddr::V6(r)) => {
+            etherparse::PacketBuilder::ipv6(l.octets(), r.octets(), 64)
+        }
+        _ => return None,
+    };
+    let b = b.tcp(local.port(), remote.port(), seq, 0).rst();
+    let mut out = Vec::with_capacity(60);
+    b.write(&mut out, &[]).ok()?;
+    Some(out)
+}
+
+impl PacketHandler for TokenEaterGuard {
+    fn handle(&mut self, hook: Hook, packet: &[u8], now: Instant) -> Outcome {
+        let Ok(v) = crate::packet::parse(packet) else {
+            return self.inner.handle(hook, packet, now);
+        };
+        let src = SocketAddr::new(v.src, v.src_port);
+        let dst = SocketAddr::new(v.dst, v.dst_port);
+        match (hook, v.flags.syn, v.flags.ack) {
+            (Hook::Outbound, true, false) => {
+                let mut out = self.inner.handle(hook, packet, now);
+                if out.action != Action::Accept {
+                    return out;
+                }
+                if self.eaters.contains_key(&dst) {
+                    // Known token eater: the SYN leaves as the application sent it.
+                    out.packet = None;
+                    return out;
+                }
+                let token_len = out
+                    .packet
+                    .as_deref()
+                    .and_then(|p| crate::packet::parse(p).ok())
+                    .and_then(|t| t.token.map(|t| t.len()));
+                if let Some(n) = token_len {
+                    if self.sent.len() >= GUARD_MAX {
+                        self.expire(now);
+                        if self.sent.len() >= GUARD_MAX {
+                            self.sent.clear();
+                        }
+                    }
+                    let eaten_ack = v
+                        .seq
+                        .wrapping_add(1)
+                        .wrapping_add(v.payload.len() as u32)
+                        .wrapping_add(n as u32);
+                    self.sent.insert((src, dst), SentSyn { eaten_ack, at: now });
+                }
+                out
+            }
+            (Hook::Inbound, true, true) => {
+                let key = (dst, src);
+                match self.sent.remove(&key) {
+                    Some(s) if v.token.is_none() && v.ack == s.eaten_ack => {
+                        if self.eaters.len() >= GUARD_MAX {
+                            self.eaters.clear();
+                        }
+                        self.eaters.insert(src, now);
+                        match reset_for(dst, src, s.eaten_ack) {
+                            Some(rst) => {
+                                if let Err(e) = self.injector.send(&rst) {
+                                    tracing::warn!(error = %e, server = %src, "could not reset the server's connection");
+                                }
+                            }
+                            None => {
+                                tracing::warn!(server = %src, "no reset for mixed address families")
+                            }
+                        }
+                        tracing::warn!(
+                            server = %src,
+                            "server took the SYN token as Fast Open data; its connection was reset and SYNs to it go without a token for {} s",
+                            EATER_TTL.as_secs()
+                        );
+                        Outcome::new(Action::Drop)
+                    }
+                    _ => self.inner.handle(hook, packet, now),
+                }
+            }
+            _ => self.inner.handle(hook, packet, now),
+        }
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.inner.stats()
+    }
+
+    fn tick(&mut self) {
+        self.expire(Instant::now());
+        self.inner.tick();
+    }
+
+    fn set_identity(&mut self, identity: Identity) {
+        self.inner.set_identity(identity);
+    }
+
+    fn set_policy(&mut self, policy: Arc<trireme_policy::Engine>) {
+        self.inner.set_policy(policy);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +768,95 @@ mod tests {
             )]
         );
         assert!(parse_proc_net_tcp("h\n 0: zz:1 yy:2 01\n", false).is_empty());
+    }
+
+    /// Attaches a fixed token to outbound SYNs, accepts everything else.
+    struct FakeEngine {
+        seen: Arc<Mutex<Vec<Hook>>>,
+    }
+
+    impl PacketHandler for FakeEngine {
+        fn handle(&mut self, hook: Hook, packet: &[u8], _: Instant) -> Outcome {
+            self.seen.lock().unwrap().push(hook);
+            let v = crate::packet::parse(packet).unwrap();
+            let mut o = Outcome::new(Action::Accept);
+            if hook == Hook::Outbound && v.flags.syn && !v.flags.ack {
+                o.packet = Some(crate::packet::attach(packet, &[b't'; 100], 1500).unwrap());
+            }
+            o
+        }
+    }
+
+    struct Sent(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl Injector for Sent {
+        fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().push(packet.to_vec());
+            Ok(())
+        }
+    }
+
+    fn seg(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, seq: u32, ack: Option<u32>) -> Vec<u8> {
+        let mut b = etherparse::PacketBuilder::ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 64240)
+            .syn();
+        if let Some(a) = ack {
+            b = b.ack(a);
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        out
+    }
+
+    #[test]
+    fn guard_resets_a_server_that_ate_the_token_and_stops_sending_it_one() {
+        let seen = Arc::new(Mutex::new(vec![]));
+        let sent = Arc::new(Mutex::new(vec![]));
+        let mut g = TokenEaterGuard::new(
+            Box::new(FakeEngine { seen: seen.clone() }),
+            Box::new(Sent(sent.clone())),
+        );
+        let (me, srv) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let now = Instant::now();
+        let syn = seg(me, 40000, srv, 80, 1000, None);
+        let out = g.handle(Hook::Outbound, &syn, now);
+        assert!(out.packet.is_some(), "token attached");
+        // A SYN-ACK acknowledging only the SYN goes to the engine as usual.
+        let normal = seg(srv, 80, me, 40000, 5000, Some(1001));
+        g.handle(Hook::Inbound, &normal, now);
+        assert_eq!(seen.lock().unwrap().len(), 2);
+        assert!(sent.lock().unwrap().is_empty());
+
+        // Another connection whose SYN-ACK acknowledges our 100 token bytes.
+        let syn2 = seg(me, 40001, srv, 80, 7000, None);
+        g.handle(Hook::Outbound, &syn2, now);
+        let eaten = seg(srv, 80, me, 40001, 9000, Some(7000 + 1 + 100));
+        let out = g.handle(Hook::Inbound, &eaten, now);
+        assert_eq!(out.action, Action::Drop);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            3,
+            "the eaten SYN-ACK never reaches the engine"
+        );
+        let rst = sent.lock().unwrap()[0].clone();
+        let v = crate::packet::parse(&rst).unwrap();
+        assert!(v.flags.rst && !v.flags.syn);
+        assert_eq!((v.src, v.src_port), (IpAddr::from(me), 40001));
+        assert_eq!((v.dst, v.dst_port), (IpAddr::from(srv), 80));
+        assert_eq!(v.seq, 7101);
+        crate::packet::verify_checksums(&rst).unwrap();
+        assert_eq!(g.eaters(), 1);
+
+        // The retransmitted SYN (and any new one) to that server leaves without a token.
+        let out = g.handle(Hook::Outbound, &syn2, now);
+        assert_eq!(out.action, Action::Accept);
+        assert!(out.packet.is_none());
+        // Other servers still get tokens.
+        let other = seg(me, 40002, [10, 0, 0, 3], 80, 1, None);
+        assert!(g.handle(Hook::Outbound, &other, now).packet.is_some());
+        // Memory is bounded in time.
+        g.expire(now + EATER_TTL + Duration::from_secs(1));
+        assert_eq!(g.eaters(), 0);
     }
 
     #[test]

@@ -429,7 +429,10 @@ fn a_lost_handshake_ack_neither_authorises_without_proof_nor_hangs() {
 
 /// Client with enforcer, plain server without one, egress allowed by ipBlock; `tfo` is
 /// the server netns' `net.ipv4.tcp_fastopen`.
-fn plain_server_case(tfo: &str) {
+/// `polluted`: connections the server application accepts besides the client's three
+/// (a cookie-less Fast Open listener accepts the first SYN with its token as data before
+/// the client's enforcer can know; that connection is reset, the client never uses it).
+fn plain_server_case(tfo: &str, polluted: usize) -> Enforcer {
     let w = World::new();
     w.pair.b.exec(
         "sysctl",
@@ -441,7 +444,7 @@ fn plain_server_case(tfo: &str) {
     for _ in 0..3 {
         exchange(&w.pair.a, IP_B, 80, 300_000, T).expect("intact transfer to a plain server");
     }
-    assert_eq!(srv.accepted(), 3);
+    assert_eq!(srv.accepted(), 3 + polluted);
     let s = ea.status().counters;
     assert_eq!(s.allowed.egress, 3, "{s:?}");
     // Egress to anything else is denied by the same policy.
@@ -452,23 +455,32 @@ fn plain_server_case(tfo: &str) {
         .policy_reloads
         >= 1));
     assert_denied(&w, &srv, 80);
+    ea
 }
 
 /// TFO server side on with "no cookie required" (0x200), for listeners that ask for TFO
 /// (0x203); the plain server application does not.
 #[test]
 fn plain_server_on_a_host_with_cookieless_fast_open_gets_clean_data() {
-    plain_server_case("0x203");
+    let ea = plain_server_case("0x203", 0);
+    assert!(!ea.log_text().contains("Fast Open data"));
 }
 
 /// The prototype's pitfall 1: a server whose listener runs TFO without cookies (0x400:
 /// every listener; 0x200: no cookie required). Linux hands data of ANY SYN to such a
 /// listener's application, whatever options it carries (tcp_try_fastopen does not need a
 /// cookie option with TFO_SERVER_COOKIE_NOT_REQD), so the SYN-ACK acknowledges the token
-/// bytes. The client must still end up with a working, uncorrupted connection.
+/// bytes. The client must still end up with a working, uncorrupted connection: the
+/// enforcer resets that server connection and sends the server its SYNs without a token.
 #[test]
 fn plain_server_whose_listener_runs_fast_open_without_cookies_gets_clean_data() {
-    plain_server_case("0x603");
+    let ea = plain_server_case("0x603", 1);
+    assert!(
+        ea.log_text()
+            .contains("server took the SYN token as Fast Open data"),
+        "{}",
+        ea.log_text()
+    );
 }
 
 const DENY_ALL_INGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n";
