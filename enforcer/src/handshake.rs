@@ -1580,6 +1580,39 @@ spec:
     }
 
     #[test]
+    fn token_bearing_syn_stays_well_under_the_mtu() {
+        // a realistic pod: several labels, namespace labels, named ports
+        let mut id = identity("a");
+        for (k, v) in [
+            ("app.kubernetes.io/name", "checkout-frontend"),
+            ("app.kubernetes.io/version", "2026.12.04-rc1"),
+            ("pod-template-hash", "7c9d8f6b5d"),
+            ("tier", "frontend"),
+        ] {
+            id.labels.insert(k.into(), v.into());
+        }
+        id.namespace_labels.insert("team".into(), "payments".into());
+        id.ports.push(trireme_policy::NamedPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: Protocol::Tcp,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        trireme_token::keys::init_pki(dir.path(), "node-1").unwrap();
+        let (ps, pv) = trireme_token::load_keys(dir.path()).unwrap();
+        let pki: Arc<dyn Tokens> = Arc::new(TokenCrypto::new(ps, pv, "", 30));
+        for (mode, tokens) in [("PSK", psk_tokens(PSK, "node-1")), ("PKI", pki)] {
+            let mut c = engine_with("a", Config::default(), tokens);
+            c.set_identity(id.clone());
+            let p = syn(A, 40000, b"");
+            let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+            let t = token_of(&w).unwrap().len();
+            println!("{mode}: SYN token {t} bytes, SYN {} bytes", w.len());
+            assert!(w.len() < 1200, "{mode} SYN is {} bytes", w.len());
+        }
+    }
+
+    #[test]
     fn ingress_denied_by_labels_drops_or_rejects() {
         for (cfg, want) in [
             (Config::default(), Action::Drop),
