@@ -5,7 +5,7 @@
 //! netns (still single-threaded) and refuse the host's → load keys and policy → bind the
 //! NFQUEUE → install the rules (removing stale ones of a crash) → note existing
 //! connections → bind the control socket (= ready) → serve. SIGTERM/SIGINT remove the
-//! rules and the socket and exit 0.
+//! rules and the socket and exit 0; SIGHUP reloads the policy directory.
 
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -436,11 +436,19 @@ fn run(args: Args) -> Result<()> {
     }
     {
         let tx = tx.clone();
+        let enf = enf.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || loop {
-                if let Ok(sig) = signals.wait() {
-                    let _ = tx.send(Event::Signal(sig));
+                match signals.wait() {
+                    // SIGHUP: re-read the policy directory now (like `reload`).
+                    Ok(nix::sys::signal::Signal::SIGHUP) => {
+                        let _ = enf.reload();
+                    }
+                    Ok(sig) => {
+                        let _ = tx.send(Event::Signal(sig));
+                    }
+                    Err(_) => {}
                 }
             })
             .map_err(|e| undo_rules(invalid("thread", e)))?;
