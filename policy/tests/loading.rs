@@ -333,3 +333,21 @@ fn load_paths_reads_directories_recursively_in_sorted_order() {
     let err = Cluster::load_paths(&[d.join("missing")]).unwrap_err();
     assert!(matches!(err, PolicyError::Io { .. }), "{err}");
 }
+
+#[test]
+fn a_mounted_configmap_directory_loads_each_object_once() {
+    // Layout of a ConfigMap volume: real files in ..<timestamp>/, ..data links to it, and
+    // each key is a link through ..data.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir(d.join("..2026_12_04_10_00_00.1")).unwrap();
+    fs::write(
+        d.join("..2026_12_04_10_00_00.1/deny.yaml"),
+        policy_with("  podSelector: {}"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_12_04_10_00_00.1", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/deny.yaml", d.join("deny.yaml")).unwrap();
+    let c = Cluster::load_paths(&[d]).unwrap();
+    assert_eq!(c.policies.len(), 1);
+}
