@@ -3,8 +3,8 @@
 //! The plugin re-executes itself as `trireme supervise --id ID --control-dir DIR
 //! --restart-delay-ms N -- ENFORCER ARGS...` in a new session with stdio on the log file. The
 //! supervisor writes `<controlDir>/<id>.pid`, starts the enforcer, restarts it after
-//! `restart-delay-ms` whenever it exits, and on SIGTERM/SIGINT/SIGHUP stops it (SIGTERM, then
-//! SIGKILL after 5 s), removes its pid file and exits.
+//! `restart-delay-ms` whenever it exits, forwards SIGHUP to it (policy reload), and on
+//! SIGTERM/SIGINT stops it (SIGTERM, then SIGKILL after 5 s), removes its pid file and exits.
 
 use crate::process::SUPERVISOR_COMM;
 use crate::state;
@@ -120,7 +120,7 @@ fn wait_signal(set: &libc::sigset_t, timeout: Option<Duration>) -> Option<i32> {
 }
 
 fn is_stop(sig: i32) -> bool {
-    matches!(sig, libc::SIGTERM | libc::SIGINT | libc::SIGHUP)
+    matches!(sig, libc::SIGTERM | libc::SIGINT)
 }
 
 fn stop(child: &mut Child) {
@@ -205,6 +205,11 @@ pub fn run(args: &[String]) -> i32 {
                             stop(&mut child);
                             cleanup();
                             return 0;
+                        }
+                        Some(libc::SIGHUP) => {
+                            // The enforcer reloads its policy directory on SIGHUP.
+                            log("forwarding SIGHUP (policy reload) to the enforcer");
+                            crate::process::signal(child.id(), nix::sys::signal::Signal::SIGHUP);
                         }
                         _ => {
                             if let Ok(Some(st)) = child.try_wait() {

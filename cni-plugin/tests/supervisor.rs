@@ -97,6 +97,20 @@ fn restarts_a_dead_child_and_stops_it_on_sigterm() {
     assert_ne!(first, second);
     assert!(!dir.path().join("t-eth0.sock").exists());
 
+    // SIGHUP is forwarded to the child (the enforcer reloads policy on it); `sleep` dies of
+    // it, so the supervisor restarts it.
+    kill(Pid::from_raw(pid as i32), Signal::SIGHUP).unwrap();
+    let third = wait_for(
+        "child restarted after SIGHUP",
+        Duration::from_secs(5),
+        || children(pid).into_iter().find(|c| *c != second),
+    );
+    assert!(
+        sup.0.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the supervisor"
+    );
+    let second = third;
+
     // The child gets default signal handling, whatever the supervisor blocks.
     let child_status = std::fs::read_to_string(format!("/proc/{second}/status")).unwrap();
     let sigblk = child_status
