@@ -555,11 +555,21 @@ pub const EATER_TTL: Duration = Duration::from_secs(300);
 const GUARD_MAX: usize = 65_536;
 const SENT_TTL: Duration = Duration::from_secs(30);
 
-/// A SYN that left with our token: the ack a server sends if it took the token as data.
+/// A SYN that left with our token.
 #[derive(Debug, Clone, Copy)]
 struct SentSyn {
-    eaten_ack: u32,
+    /// ISN + 1 + the application's SYN data: what a server acks that did not eat the token.
+    base: u32,
+    token_len: u32,
     at: Instant,
+}
+
+impl SentSyn {
+    /// Does `ack` cover (some of) our token bytes?
+    fn eaten_by(&self, ack: u32) -> bool {
+        let over = ack.wrapping_sub(self.base);
+        over >= 1 && over <= self.token_len
+    }
 }
 
 /// Wraps the handshake engine for one pitfall of plain servers: a listener running TCP
@@ -646,24 +656,28 @@ impl PacketHandler for TokenEaterGuard {
                             self.sent.clear();
                         }
                     }
-                    let eaten_ack = v
-                        .seq
-                        .wrapping_add(1)
-                        .wrapping_add(v.payload.len() as u32)
-                        .wrapping_add(n as u32);
-                    self.sent.insert((src, dst), SentSyn { eaten_ack, at: now });
+                    let base = v.seq.wrapping_add(1).wrapping_add(v.payload.len() as u32);
+                    self.sent.insert(
+                        (src, dst),
+                        SentSyn {
+                            base,
+                            token_len: n as u32,
+                            at: now,
+                        },
+                    );
                 }
                 out
             }
             (Hook::Inbound, true, true) => {
                 let key = (dst, src);
                 match self.sent.remove(&key) {
-                    Some(s) if v.token.is_none() && v.ack == s.eaten_ack => {
+                    // The server expects its next byte at the ack it sent.
+                    Some(s) if v.token.is_none() && s.eaten_by(v.ack) => {
                         if self.eaters.len() >= GUARD_MAX {
                             self.eaters.clear();
                         }
                         self.eaters.insert(src, now);
-                        match reset_for(dst, src, s.eaten_ack) {
+                        match reset_for(dst, src, v.ack) {
                             Some(rst) => {
                                 if let Err(e) = self.injector.send(&rst) {
                                     tracing::warn!(error = %e, server = %src, "could not reset the server's connection");
@@ -826,6 +840,16 @@ mod tests {
         g.handle(Hook::Inbound, &normal, now);
         assert_eq!(seen.lock().unwrap().len(), 2);
         assert!(sent.lock().unwrap().is_empty());
+
+        // A SYN-ACK acking beyond the token is not ours to interpret: to the engine.
+        let syn3 = seg(me, 40003, srv, 80, 100, None);
+        g.handle(Hook::Outbound, &syn3, now);
+        let beyond = seg(srv, 80, me, 40003, 1, Some(100 + 1 + 101));
+        g.handle(Hook::Inbound, &beyond, now);
+        assert_eq!(seen.lock().unwrap().len(), 4);
+        assert!(sent.lock().unwrap().is_empty());
+        seen.lock().unwrap().clear();
+        seen.lock().unwrap().extend([Hook::Outbound, Hook::Inbound]);
 
         // Another connection whose SYN-ACK acknowledges our 100 token bytes.
         let syn2 = seg(me, 40001, srv, 80, 7000, None);
