@@ -596,12 +596,22 @@ spec:
     ports: [{port: 7000}, {port: 7001}]
 ";
 
-fn queued_total(st: &Value) -> u64 {
-    let q = &st["counters"]["queued"];
-    ["syn", "synack", "ack", "other"]
+const QUEUED: [&str; 4] = ["syn", "synack", "ack", "other"];
+
+/// The enforcer's queued-packet counters: syn, synack, ack, other.
+fn queued(st: &Value) -> [u64; 4] {
+    QUEUED.map(|k| st["counters"]["queued"][k].as_u64().unwrap_or(0))
+}
+
+/// `syn +a, synack +b, ...` between two status answers.
+fn queued_delta(before: &Value, after: &Value) -> String {
+    let (a, b) = (queued(before), queued(after));
+    QUEUED
         .iter()
-        .map(|k| q[k].as_u64().unwrap_or(0))
-        .sum()
+        .zip(a.iter().zip(b))
+        .map(|(k, (x, y))| format!("{k} +{}", y.saturating_sub(*x)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn main() {
@@ -700,8 +710,9 @@ fn run() -> Result<bool, BoxError> {
     }
     let st1 = tnet.status(&tc.rc)?;
     let st1s = tnet.status(&ts.rc)?;
-    let queued_per_conn =
-        (queued_total(&st1) - queued_total(&st0)) as f64 / plan.warm.max(1) as f64;
+    let total = |st: &Value| queued(st).iter().sum::<u64>();
+    let queued_per_conn = total(&st1).saturating_sub(total(&st0)) as f64 / plan.warm.max(1) as f64;
+    let warm_queued = queued_delta(&st0, &st1);
 
     // 2. Connection rate, 32 concurrent clients, windows alternating.
     println!(
@@ -740,6 +751,7 @@ fn run() -> Result<bool, BoxError> {
         SocketAddr::from((ts.ip, SINK)),
         SocketAddr::from((ps.ip, SINK)),
     );
+    let (stb_c, stb_s) = (tnet.status(&tc.rc)?, tnet.status(&ts.rc)?);
     for i in 0..plan.bulk_rounds * 2 {
         let trireme_turn = i % 2 == 0;
         let (w, addr) = if trireme_turn {
@@ -755,6 +767,12 @@ fn run() -> Result<bool, BoxError> {
             b_p.push(mib_s)
         }
     }
+
+    let bulk_queued = format!(
+        "client {}; server {}",
+        queued_delta(&stb_c, &tnet.status(&tc.rc)?),
+        queued_delta(&stb_s, &tnet.status(&ts.rc)?)
+    );
 
     // 4. Cold: a fresh pod pair per sample in each network, first contact; ADD/DEL timed.
     println!(
@@ -903,7 +921,7 @@ fn run() -> Result<bool, BoxError> {
             unit: "packets".into(),
             s: summary(&[queued_per_conn], "queued")?,
             note: format!(
-                "client counters: authorised {}, allowed {}, denied {}; server: authorised {}, allowed {}, denied {}",
+                "{warm_queued}; client counters: authorised {}, allowed {}, denied {}; server: authorised {}, allowed {}, denied {}",
                 st1["counters"]["authorised"],
                 st1["counters"]["allowed"],
                 st1["counters"]["denied"],
@@ -913,6 +931,7 @@ fn run() -> Result<bool, BoxError> {
             ),
         },
     ];
+    println!("packets queued during the bulk transfers: {bulk_queued}");
     let warm = &rows[0];
     let tls_row = &rows[1];
     let targets = vec![
