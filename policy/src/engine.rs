@@ -620,14 +620,25 @@ fn compile_peer(
     }
 }
 
+/// `ADDRESS/PREFIX` with the standard library's strict address syntax (no leading zeros),
+/// a decimal prefix length, host bits cleared.
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    let (addr, len) = s.split_once('/')?;
+    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let addr: IpAddr = addr.parse().ok()?;
+    IpNet::new(addr, len.parse().ok()?).ok().map(|n| n.trunc())
+}
+
 fn compile_block(
     b: &k8s_openapi::api::networking::v1::IPBlock,
     path: &str,
     errs: &mut Vec<FieldError>,
 ) -> Option<Block> {
-    let cidr = match b.cidr.parse::<IpNet>() {
-        Ok(c) => c.trunc(),
-        Err(_) => {
+    let cidr = match parse_cidr(&b.cidr) {
+        Some(c) => c,
+        None => {
             errs.push(FieldError::new(
                 format!("{path}.cidr"),
                 format!(
@@ -642,13 +653,12 @@ fn compile_block(
     let mut ok = true;
     for (i, e) in b.except.iter().flatten().enumerate() {
         let p = format!("{path}.except[{i}]");
-        match e.parse::<IpNet>() {
-            Err(_) => {
+        match parse_cidr(e) {
+            None => {
                 errs.push(FieldError::new(p, format!("invalid CIDR {e:?}")));
                 ok = false;
             }
-            Ok(ex) => {
-                let ex = ex.trunc();
+            Some(ex) => {
                 if !(cidr.contains(&ex) && ex.prefix_len() > cidr.prefix_len()) {
                     errs.push(FieldError::new(
                         p,

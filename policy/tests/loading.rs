@@ -78,6 +78,10 @@ fn validation_errors_name_file_object_and_field() {
         "spec.ingress[0].from[0].ipBlock.cidr",
     );
     invalid(
+        "  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 010.0.0.0/8}}]}]",
+        "spec.ingress[0].from[0].ipBlock.cidr",
+    );
+    invalid(
         "  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [banana]}}]}]",
         "spec.ingress[0].from[0].ipBlock.except[0]",
     );
