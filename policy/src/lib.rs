@@ -4,6 +4,35 @@
 //!   directories) and validates them; a bad input is an error and nothing is loaded.
 //! - [`Engine`] compiles policies once and answers [`Engine::ingress`] / [`Engine::egress`]
 //!   with a [`Decision`] and its [`Reason`]. It does no I/O.
+//!
+//! ```
+//! use trireme_policy::{Cluster, Peer, Protocol};
+//!
+//! let cluster = Cluster::parse_str("example.yaml", r#"
+//! apiVersion: networking.k8s.io/v1
+//! kind: NetworkPolicy
+//! metadata: {name: db, namespace: shop}
+//! spec:
+//!   podSelector: {matchLabels: {tier: db}}
+//!   ingress:
+//!   - from: [{podSelector: {matchLabels: {tier: backend}}}]
+//!     ports: [{port: 5432}]
+//! ---
+//! apiVersion: v1
+//! kind: Pod
+//! metadata: {name: db-0, namespace: shop, labels: {tier: db}}
+//! ---
+//! apiVersion: v1
+//! kind: Pod
+//! metadata: {name: web-0, namespace: shop, labels: {tier: frontend}}
+//! "#).unwrap();
+//! let engine = cluster.engine();
+//! let db = cluster.identity_of("shop", "db-0").unwrap();
+//! let web = cluster.identity_of("shop", "web-0").unwrap();
+//! let d = engine.ingress(&db, &Peer::Pod { identity: &web, ip: None }, 5432, Protocol::Tcp);
+//! assert!(!d.allowed);
+//! assert_eq!(d.reason.to_string(), "isolated by shop/db; no rule matched");
+//! ```
 
 mod cluster;
 mod engine;
