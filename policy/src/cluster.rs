@@ -234,10 +234,11 @@ impl Builder {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
-        let object = match (meta_name(map, "namespace"), meta_name(map, "name")) {
-            (Some(ns), Some(n)) => format!("{ns}/{n}"),
-            (None, Some(n)) => n,
-            (_, None) => "<unnamed>".into(),
+        let name = meta_name(map, "name").unwrap_or_else(|| "<unnamed>".into());
+        let object = match meta_name(map, "namespace") {
+            _ if kind == "Namespace" || kind.ends_with("List") => name,
+            Some(ns) => format!("{ns}/{name}"),
+            None => format!("default/{name}"),
         };
         match (api.as_str(), kind.as_str()) {
             ("networking.k8s.io/v1", "NetworkPolicy") => {
