@@ -78,7 +78,7 @@ impl Example {
             .allowed()
     }
 
-    fn from_external(&self, ip: &str, to: &str, port: u16) -> bool {
+    fn ingress_from_ip(&self, ip: &str, to: &str, port: u16) -> bool {
         let (ns, name) = to.split_once('/').unwrap();
         let id = self.cluster.identity_of(ns, name).unwrap();
         let ip: IpAddr = ip.parse().unwrap();
@@ -87,7 +87,7 @@ impl Example {
             .allowed
     }
 
-    fn to_external(&self, from: &str, ip: &str, port: u16) -> bool {
+    fn egress_to_ip(&self, from: &str, ip: &str, port: u16) -> bool {
         let (ns, name) = from.split_once('/').unwrap();
         let id = self.cluster.identity_of(ns, name).unwrap();
         let ip: IpAddr = ip.parse().unwrap();
@@ -102,8 +102,8 @@ fn default_deny_denies_everything_in_prod() {
     let e = Example::load("default-deny");
     assert!(!e.allowed("prod/web", "prod/api", 80));
     assert!(!e.allowed("prod/api", "prod/web", 80));
-    assert!(!e.from_external("192.0.2.1", "prod/web", 80));
-    assert!(!e.to_external("prod/web", "192.0.2.1", 443));
+    assert!(!e.ingress_from_ip("192.0.2.1", "prod/web", 80));
+    assert!(!e.egress_to_ip("prod/web", "192.0.2.1", 443));
 }
 
 #[test]
@@ -118,8 +118,8 @@ fn tiers_allow_only_the_chain_frontend_backend_db() {
         "db opens no connections"
     );
     assert!(e.allowed("shop/backend", "shop/frontend", 80));
-    assert!(e.from_external("192.0.2.1", "shop/frontend", 80));
-    assert!(!e.from_external("192.0.2.1", "shop/backend", 8080));
+    assert!(e.ingress_from_ip("192.0.2.1", "shop/frontend", 80));
+    assert!(!e.ingress_from_ip("192.0.2.1", "shop/backend", 8080));
 }
 
 #[test]
@@ -136,15 +136,15 @@ fn namespace_isolation_keeps_teams_apart_but_lets_monitoring_scrape() {
 #[test]
 fn external_ipblock_matches_addresses_with_except() {
     let e = Example::load("external-ipblock");
-    assert!(e.from_external("198.51.100.7", "payments/gateway", 8443));
-    assert!(!e.from_external("192.0.2.7", "payments/gateway", 8443));
-    assert!(!e.from_external("198.51.100.7", "payments/gateway", 443));
-    assert!(e.to_external("payments/gateway", "203.0.113.10", 443));
+    assert!(e.ingress_from_ip("198.51.100.7", "payments/gateway", 8443));
+    assert!(!e.ingress_from_ip("192.0.2.7", "payments/gateway", 8443));
+    assert!(!e.ingress_from_ip("198.51.100.7", "payments/gateway", 443));
+    assert!(e.egress_to_ip("payments/gateway", "203.0.113.10", 443));
     assert!(
-        !e.to_external("payments/gateway", "203.0.113.200", 443),
+        !e.egress_to_ip("payments/gateway", "203.0.113.200", 443),
         "except"
     );
-    assert!(!e.to_external("payments/gateway", "192.0.2.1", 443));
+    assert!(!e.egress_to_ip("payments/gateway", "192.0.2.1", 443));
     assert!(e.allowed("payments/gateway", "payments/ledger", 8080));
     assert!(!e.allowed("payments/ledger", "payments/gateway", 8443));
 }
