@@ -129,6 +129,8 @@ uninstall() {
       log "trireme removed from $f"
     fi
   fi
+  # The sync loop stops re-appending trireme while this marker exists (install removes it).
+  mkdir -p "$TRIREME_ETC" && : >"$TRIREME_ETC/uninstalled"
   log "new pods start without trireme; pods attached before keep their enforcers until deleted"
 }
 
@@ -140,6 +142,7 @@ purge() {
 
 case "${1:-}" in
   install)
+    rm -f "$TRIREME_ETC/uninstalled"
     install_binaries
     install_keys
     sync_policies
@@ -149,7 +152,7 @@ case "${1:-}" in
     trap 'exit 0' TERM INT
     while :; do
       sync_policies
-      patch_conflist || true
+      [ -e "$TRIREME_ETC/uninstalled" ] || patch_conflist || true
       sleep "$SYNC_INTERVAL" &
       wait $!
     done
