@@ -535,3 +535,21 @@ fn fail_open_lets_new_connections_through_when_the_enforcer_is_gone() {
         .any(|r| r.contains("--queue-bypass")));
     exchange(&w.pair.a, IP_B, 80, 1000, T).expect("fail-open passes traffic without an enforcer");
 }
+
+#[test]
+fn reject_refuses_at_once_when_our_egress_denies() {
+    let w = World::new();
+    write_policy(w.pol_a.path(), &egress_to_pod("a", "c"));
+    let mut o = EnforcerOpts::new("x", "a", r#"{"pod":"a"}"#, w.pol_a.path(), w.ca.path());
+    o.extra = vec!["--reject".into()];
+    let ea = Enforcer::start(&w.pair.a, o);
+    let _eb = w.enforce_b();
+    let srv = Server::start(&w.pair.b, 80);
+    let started = std::time::Instant::now();
+    let err = connect(&w.pair.a, IP_B, 80, Duration::from_secs(3)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(ea.status().counters.denied.egress >= 1);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(srv.accepted(), 0);
+}
