@@ -553,3 +553,57 @@ fn reject_refuses_at_once_when_our_egress_denies() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(srv.accepted(), 0);
 }
+
+#[test]
+fn ipv6_connections_are_authorised_and_denied_the_same_way() {
+    let w = World::new();
+    for (ns, addr) in [(&w.pair.a, "fd00:7::1/64"), (&w.pair.b, "fd00:7::2/64")] {
+        let dev = ns
+            .exec("ip", &["-o", "link", "show", "type", "veth"])
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        ns.exec("ip", &["-6", "addr", "add", addr, "dev", &dev, "nodad"]);
+    }
+    write_policy(w.pol_b.path(), &ingress_from_pod("b", "a"));
+    let _ea = w.enforce_a();
+    let eb = w.enforce_b();
+    let srv = Server::start_at(&w.pair.b, "[::]:80".parse().unwrap());
+    let b6: std::net::Ipv6Addr = "fd00:7::2".parse().unwrap();
+    let addr = std::net::SocketAddr::from((b6, 80));
+    let conn = trireme_enforcer::netns::run_in(&w.pair.a.path(), move || {
+        std::net::TcpStream::connect_timeout(&addr, T)
+    })
+    .unwrap();
+    let mut s = conn.expect("IPv6 connection allowed");
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut g = [0u8; 1];
+    std::io::Read::read_exact(&mut s, &mut g).expect("greeting over IPv6");
+    assert_eq!(srv.accepted(), 1);
+    let st = eb.status().counters;
+    assert_eq!(st.allowed.ingress, 1, "{st:?}");
+    // ip6tables rules are in place too.
+    assert!(w
+        .pair
+        .b
+        .trireme_rules_of("ip6tables-save")
+        .contains(&"-A INPUT -j TRIREME-IN".to_string()));
+    // And a denied peer is denied over IPv6 as well.
+    write_policy(w.pol_b.path(), &ingress_from_pod("b", "c"));
+    assert!(wait_for(Duration::from_secs(3), || eb
+        .status()
+        .counters
+        .policy_reloads
+        >= 1));
+    let r = trireme_enforcer::netns::run_in(&w.pair.a.path(), move || {
+        std::net::TcpStream::connect_timeout(&addr, DENY_T)
+    })
+    .unwrap();
+    assert!(r.is_err());
+    assert_eq!(srv.accepted(), 1);
+}

@@ -373,13 +373,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// Listens on 0.0.0.0:`port`.
     pub fn start(ns: &Netns, port: u16) -> Server {
+        Self::start_at(ns, SocketAddr::from(([0, 0, 0, 0], port)))
+    }
+
+    /// Listens on `bind` (e.g. `[::]:80` for IPv6).
+    pub fn start_at(ns: &Netns, bind: SocketAddr) -> Server {
+        let port = bind.port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let (acc, st) = (accepted.clone(), stop.clone());
         netns::spawn_in(&ns.path(), move || {
-            let l = match TcpListener::bind(("0.0.0.0", port)) {
+            let l = match TcpListener::bind(bind) {
                 Ok(l) => l,
                 Err(e) => {
                     let _ = tx.send(Err(e.to_string()));
