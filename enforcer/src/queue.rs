@@ -295,7 +295,12 @@ fn parse_hex_addr(s: &str, v6: bool) -> Option<SocketAddr> {
             let w = u32::from_str_radix(word, 16).ok()?;
             b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
-        IpAddr::from(b)
+        // A dual-stack socket's IPv4 peer shows as ::ffff:a.b.c.d; its packets are IPv4.
+        let v6 = std::net::Ipv6Addr::from(b);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
     } else {
         let w = u32::from_str_radix(addr, 16).ok()?;
         IpAddr::from(w.to_ne_bytes())
@@ -766,20 +771,24 @@ mod tests {
                 "10.0.0.1:42700".parse().unwrap()
             )]
         );
-        // ::1 port 80 to ::ffff:10.0.0.1 port 1, in host-order 32-bit words.
-        let one = u32::from_ne_bytes([0, 0, 0, 1]);
-        let ffff = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
-        let ten = u32::from_ne_bytes([10, 0, 0, 1]);
+        // ::1 port 80 to ::2 port 1, and a dual-stack socket's IPv4 connection
+        // ::ffff:10.0.0.2 port 80 to ::ffff:10.0.0.1 port 1 (seen as IPv4), in host-order
+        // 32-bit words.
+        let w = |b: [u8; 4]| u32::from_ne_bytes(b);
         let v6 = format!(
-            "header\n 0: {:08X}{:08X}{:08X}{:08X}:0050 {:08X}{:08X}{:08X}{:08X}:0001 01 rest\n",
-            0, 0, 0, one, 0, 0, ffff, ten
+            "header\n 0: {:08X}{:08X}{:08X}{:08X}:0050 {:08X}{:08X}{:08X}{:08X}:0001 01 rest\n 1: {:08X}{:08X}{:08X}{:08X}:0050 {:08X}{:08X}{:08X}{:08X}:0001 01 rest\n",
+            0, 0, 0, w([0, 0, 0, 1]), 0, 0, 0, w([0, 0, 0, 2]),
+            0, 0, w([0, 0, 0xff, 0xff]), w([10, 0, 0, 2]), 0, 0, w([0, 0, 0xff, 0xff]), w([10, 0, 0, 1])
         );
         assert_eq!(
             parse_proc_net_tcp(&v6, true),
-            vec![(
-                "[::1]:80".parse().unwrap(),
-                "[::ffff:10.0.0.1]:1".parse().unwrap()
-            )]
+            vec![
+                ("[::1]:80".parse().unwrap(), "[::2]:1".parse().unwrap()),
+                (
+                    "10.0.0.2:80".parse().unwrap(),
+                    "10.0.0.1:1".parse().unwrap()
+                )
+            ]
         );
         assert!(parse_proc_net_tcp("h\n 0: zz:1 yy:2 01\n", false).is_empty());
     }

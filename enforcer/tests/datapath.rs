@@ -178,13 +178,20 @@ fn sigkill_fails_closed_established_keep_flowing_restart_recovers() {
 fn connections_older_than_the_enforcer_keep_working() {
     let s = setup();
     let _srv = Server::start(&s.pair.b, 8082);
+    // A dual-stack listener: its IPv4 connections show as ::ffff:a.b.c.d in tcp6.
+    let _srv6 = Server::start_at(&s.pair.b, "[::]:8083".parse().unwrap());
     let mut c = Conn::open(&s.pair.a, IP_B, 8082, T).expect("connect without enforcers");
+    let mut c6 = Conn::open(&s.pair.a, IP_B, 8083, T).expect("connect without enforcers");
     c.send(1000).unwrap();
+    c6.send(1000).unwrap();
     let eb = Enforcer::start(&s.pair.b, opts(&s, "b"));
     c.send(1 << 20).unwrap();
+    c6.send(1 << 20).unwrap();
     c.finish().expect("pre-existing connection keeps flowing");
+    c6.finish()
+        .expect("pre-existing connection of a dual-stack listener keeps flowing");
     assert!(
-        eb.log_text().contains("\"connections\":1"),
+        eb.log_text().contains("\"connections\":2"),
         "{}",
         eb.log_text()
     );
