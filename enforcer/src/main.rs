@@ -377,7 +377,7 @@ fn run(args: Args) -> Result<()> {
         }
     };
     // Connections older than the rules keep flowing (see queue::Preexisting).
-    let preexisting = queue::Preexisting::read();
+    let mut preexisting = queue::Preexisting::read();
     tracing::info!(
         connections = preexisting.len(),
         "existing connections will be authorised without a handshake"
@@ -415,7 +415,7 @@ fn run(args: Args) -> Result<()> {
         std::thread::Builder::new()
             .name("queue".into())
             .spawn(move || {
-                let err = match bound.run(&enf.handler, &enf.counters, &preexisting) {
+                let err = match bound.run(&enf.handler, &enf.counters, &mut preexisting) {
                     Ok(()) => Error::Queue {
                         queue: enf.queue_cfg.queue,
                         msg: "loop ended".into(),

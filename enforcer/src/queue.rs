@@ -262,23 +262,26 @@ impl Preexisting {
         self.0.is_empty()
     }
 
-    /// Is this (non-SYN) packet part of a pre-existing connection?
-    pub fn matches(&self, hook: Hook, packet: &[u8]) -> bool {
+    /// Is this (non-SYN) packet part of a pre-existing connection? A SYN on such a
+    /// 4-tuple starts a new connection there: the tuple is forgotten, so the new
+    /// connection gets the full handshake.
+    pub fn matches(&mut self, hook: Hook, packet: &[u8]) -> bool {
         if self.0.is_empty() {
             return false;
         }
         let Ok(v) = crate::packet::parse(packet) else {
             return false;
         };
-        if v.flags.syn {
-            return false;
-        }
         let src = SocketAddr::new(v.src, v.src_port);
         let dst = SocketAddr::new(v.dst, v.dst_port);
         let key = match hook {
             Hook::Outbound => (src, dst),
             Hook::Inbound => (dst, src),
         };
+        if v.flags.syn {
+            self.0.remove(&key);
+            return false;
+        }
         self.0.contains(&key)
     }
 }
@@ -361,7 +364,7 @@ impl BoundQueue {
         &mut self,
         handler: &Mutex<Box<H>>,
         counters: &Counters,
-        preexisting: &Preexisting,
+        preexisting: &mut Preexisting,
     ) -> Result<()> {
         loop {
             let mut msg = match self.queue.recv() {
@@ -890,6 +893,32 @@ mod tests {
         // Memory is bounded in time.
         g.expire(now + EATER_TTL + Duration::from_secs(1));
         assert_eq!(g.eaters(), 0);
+    }
+
+    #[test]
+    fn preexisting_tuples_are_forgotten_when_a_new_connection_reuses_them() {
+        let me = SocketAddr::from(([10, 0, 0, 2], 80));
+        let peer = SocketAddr::from(([10, 0, 0, 1], 40000));
+        let mut p = Preexisting([(me, peer)].into_iter().collect());
+        let data = {
+            let mut out = Vec::new();
+            etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(40000, 80, 5, 100)
+                .ack(9)
+                .write(&mut out, b"x")
+                .unwrap();
+            out
+        };
+        assert!(p.matches(Hook::Inbound, &data));
+        // Same tuple seen from the other hook is another connection.
+        assert!(!p.matches(Hook::Outbound, &data));
+        let syn = seg([10, 0, 0, 1], 40000, [10, 0, 0, 2], 80, 1, None);
+        assert!(!p.matches(Hook::Inbound, &syn));
+        assert!(
+            !p.matches(Hook::Inbound, &data),
+            "reused tuple must do the handshake"
+        );
+        assert!(p.is_empty());
     }
 
     #[test]
