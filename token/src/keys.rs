@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 
 use crate::error::TokenError;
 use crate::pem;
-use crate::token::{b64, key_id, verify_credential, CredentialClaims, CA_KID_DOMAIN};
+use crate::token::{b64, key_id, verify_credential, CredentialClaims, TrustedCas, CA_KID_DOMAIN};
 use crate::{Signer, Verifier};
 
 pub const CA_KEY: &str = "ca.key";
@@ -239,12 +239,21 @@ fn parse_ed25519_private(path: &Path, text: &str) -> Result<(Vec<u8>, Vec<u8>), 
     Ok((der, public))
 }
 
-fn parse_ed25519_public(path: &Path, text: &str) -> Result<Vec<u8>, TokenError> {
-    let der = pem::decode(text, "PUBLIC KEY").map_err(|m| TokenError::keys(path, m))?;
-    if der.len() != ED25519_SPKI_PREFIX.len() + 32 || der[..12] != ED25519_SPKI_PREFIX {
-        return Err(TokenError::keys(path, "not an Ed25519 public key"));
-    }
-    Ok(der[12..].to_vec())
+/// Every Ed25519 public key in a `ca.crt` (one, or several during a CA rotation).
+fn parse_ca_publics(path: &Path, text: &str) -> Result<Vec<Vec<u8>>, TokenError> {
+    let ders = pem::decode_all(text, "PUBLIC KEY").map_err(|m| TokenError::keys(path, m))?;
+    ders.into_iter()
+        .enumerate()
+        .map(|(i, der)| {
+            if der.len() != ED25519_SPKI_PREFIX.len() + 32 || der[..12] != ED25519_SPKI_PREFIX {
+                return Err(TokenError::keys(
+                    path,
+                    format!("PUBLIC KEY block {} is not an Ed25519 public key", i + 1),
+                ));
+            }
+            Ok(der[12..].to_vec())
+        })
+        .collect()
 }
 
 // ---- public API -------------------------------------------------------------------
@@ -301,10 +310,10 @@ pub fn issue_node_with(
     let (ca_pkcs8, ca_public) = parse_ed25519_private(&ca_key_path, &read_private(&ca_key_path)?)?;
     let ca_crt_path = ca_dir.join(CA_CRT);
     let ca_crt_text = read_text(&ca_crt_path)?;
-    if parse_ed25519_public(&ca_crt_path, &ca_crt_text)? != ca_public {
+    if !parse_ca_publics(&ca_crt_path, &ca_crt_text)?.contains(&ca_public) {
         return Err(TokenError::keys(
             &ca_crt_path,
-            format!("does not match {}", ca_key_path.display()),
+            format!("holds no public key matching {}", ca_key_path.display()),
         ));
     }
     let (node_pkcs8, node_public) = generate_ed25519()?;
@@ -410,20 +419,14 @@ pub fn load_keys(dir: &Path) -> Result<(Signer, Verifier), TokenError> {
         }
     }
     let ca_crt_path = dir.join(CA_CRT);
-    let ca_public = parse_ed25519_public(&ca_crt_path, &read_text(&ca_crt_path)?)?;
+    let cas = TrustedCas::new(&parse_ca_publics(&ca_crt_path, &read_text(&ca_crt_path)?)?);
     let node_key_path = dir.join(NODE_KEY);
     let (node_pkcs8, node_public) =
         parse_ed25519_private(&node_key_path, &read_private(&node_key_path)?)?;
     let node_crt_path = dir.join(NODE_CRT);
     let cred = read_text(&node_crt_path)?.trim().to_string();
-    let ca_kid = key_id(CA_KID_DOMAIN, &ca_public);
-    let claims = verify_credential(
-        &cred,
-        &ca_kid,
-        &jsonwebtoken::DecodingKey::from_ed_der(&ca_public),
-        crate::now_unix(),
-    )
-    .map_err(|e| TokenError::keys(&node_crt_path, format!("{e} (CA in {CA_CRT})")))?;
+    let (claims, _) = verify_credential(&cred, &cas, crate::now_unix())
+        .map_err(|e| TokenError::keys(&node_crt_path, format!("{e} (CA in {CA_CRT})")))?;
     if claims.pk != b64(&node_public) {
         return Err(TokenError::keys(
             &node_key_path,
@@ -432,7 +435,7 @@ pub fn load_keys(dir: &Path) -> Result<(Signer, Verifier), TokenError> {
     }
     Ok((
         Signer::pki(&node_pkcs8, cred, claims.sub),
-        Verifier::pki(&ca_public),
+        Verifier::pki(cas),
     ))
 }
 
@@ -443,9 +446,12 @@ pub struct KeyInfo {
     pub mode: crate::Mode,
     /// PKI: the node named by `node.crt`.
     pub node: Option<String>,
-    /// PKI: the CA's key id (tokens of nodes issued by other CAs are rejected).
+    /// PKI: key id of the CA that signed `node.crt`.
     /// PSK: the secret's key id (the `kid` in every token).
     pub key_id: String,
+    /// PKI: key ids of every CA in `ca.crt` (tokens of nodes issued by other CAs are
+    /// rejected). PSK: empty.
+    pub trusted_cas: Vec<String>,
     /// PKI: validity of `node.crt`, unix seconds (from, until).
     pub valid: Option<(u64, u64)>,
     /// Whether `ca.key` is present (this directory can issue node keys).
@@ -465,25 +471,22 @@ pub fn describe(dir: &Path) -> Result<KeyInfo, TokenError> {
                 mode: crate::Mode::Psk,
                 node: None,
                 key_id: key_id(crate::token::PSK_KID_DOMAIN, &secret),
+                trusted_cas: Vec::new(),
                 valid: None,
                 has_ca_key,
             })
         }
         crate::Mode::Pki => {
             let ca_crt_path = dir.join(CA_CRT);
-            let ca_public = parse_ed25519_public(&ca_crt_path, &read_text(&ca_crt_path)?)?;
-            let ca_kid = key_id(CA_KID_DOMAIN, &ca_public);
+            let publics = parse_ca_publics(&ca_crt_path, &read_text(&ca_crt_path)?)?;
+            let cas = TrustedCas::new(&publics);
             let cred = read_text(&dir.join(NODE_CRT))?;
-            let claims = verify_credential(
-                cred.trim(),
-                &ca_kid,
-                &jsonwebtoken::DecodingKey::from_ed_der(&ca_public),
-                crate::now_unix(),
-            )?;
+            let (claims, ca_kid) = verify_credential(cred.trim(), &cas, crate::now_unix())?;
             Ok(KeyInfo {
                 mode: crate::Mode::Pki,
                 node: Some(claims.sub),
                 key_id: ca_kid,
+                trusted_cas: publics.iter().map(|p| key_id(CA_KID_DOMAIN, p)).collect(),
                 valid: Some((claims.iat, claims.exp)),
                 has_ca_key,
             })

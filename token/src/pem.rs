@@ -35,6 +35,21 @@ pub(crate) fn decode(text: &str, label: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("bad base64 inside the PEM block: {e}"))
 }
 
+/// The DER bytes of every PEM block labelled `label` in `text` (at least one).
+pub(crate) fn decode_all(text: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        out.push(decode(&rest[start..], label)?);
+        rest = &rest[start + begin.len()..];
+    }
+    if out.is_empty() {
+        return Err(format!("no '{begin}' line (is this the right file?)"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +67,11 @@ mod tests {
         assert!(decode(cut, "PRIVATE KEY").unwrap_err().contains("END"));
         let bad = text.replace('A', "*");
         assert!(decode(&bad, "PRIVATE KEY").is_err());
+        let two = format!("{text}{}", encode("PRIVATE KEY", b"second"));
+        assert_eq!(
+            decode_all(&two, "PRIVATE KEY").unwrap(),
+            vec![der.clone(), b"second".to_vec()]
+        );
+        assert!(decode_all(&two, "PUBLIC KEY").is_err());
     }
 }

@@ -89,6 +89,36 @@ pub(crate) struct CredentialClaims {
     pub exp: u64,
 }
 
+/// The CA public keys a node trusts, by key id (more than one during a CA rotation).
+pub(crate) struct TrustedCas {
+    cas: Vec<(String, DecodingKey)>,
+}
+
+impl TrustedCas {
+    /// From raw Ed25519 public keys.
+    pub(crate) fn new(publics: &[Vec<u8>]) -> Self {
+        TrustedCas {
+            cas: publics
+                .iter()
+                .map(|p| (key_id(CA_KID_DOMAIN, p), DecodingKey::from_ed_der(p)))
+                .collect(),
+        }
+    }
+
+    fn get(&self, kid: &str) -> Option<&DecodingKey> {
+        self.cas.iter().find(|(k, _)| k == kid).map(|(_, key)| key)
+    }
+
+    /// The trusted key ids, comma-separated.
+    pub(crate) fn kids(&self) -> String {
+        self.cas
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// A compact JWS split into its parts.
 struct Jws<'a> {
     header: &'a str,
@@ -149,13 +179,13 @@ fn jws_verifies(jws: &Jws<'_>, key: &DecodingKey, alg: Algorithm) -> Result<bool
         .map_err(|e| TokenError::Malformed(format!("signature: {e}")))
 }
 
-/// Verifies a node credential against the CA. Pure apart from the crypto.
+/// Verifies a node credential against the trusted CAs. Pure apart from the crypto.
+/// Returns its claims and the key id of the CA that signed it.
 pub(crate) fn verify_credential(
     cred: &str,
-    ca_kid: &str,
-    ca_key: &DecodingKey,
+    cas: &TrustedCas,
     now: u64,
-) -> Result<CredentialClaims, TokenError> {
+) -> Result<(CredentialClaims, String), TokenError> {
     let jws = split_jws(cred).map_err(|e| match e {
         TokenError::Truncated(m) | TokenError::Malformed(m) => {
             TokenError::Malformed(format!("node credential: {m}"))
@@ -169,15 +199,14 @@ pub(crate) fn verify_credential(
             header.alg
         )));
     }
-    match header.kid.as_deref() {
-        Some(kid) if kid == ca_kid => {}
-        other => {
-            return Err(TokenError::UntrustedIssuer(format!(
-                "node credential issued by CA {}, this node trusts CA {ca_kid}",
-                other.unwrap_or("(no kid)")
-            )))
-        }
-    }
+    let kid = header.kid.unwrap_or_default();
+    let Some(ca_key) = cas.get(&kid) else {
+        return Err(TokenError::UntrustedIssuer(format!(
+            "node credential issued by CA {}, this node trusts CA {}",
+            if kid.is_empty() { "(no kid)" } else { &kid },
+            cas.kids()
+        )));
+    };
     check_sig_len(jws.signature, ED25519_SIG_B64)
         .map_err(|e| TokenError::BadCredential(e.to_string()))?;
     if !jws_verifies(&jws, ca_key, Algorithm::EdDSA)? {
@@ -191,7 +220,7 @@ pub(crate) fn verify_credential(
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| TokenError::BadCredential(format!("claims: {e}")))?;
     check_credential_time(&claims, now)?;
-    Ok(claims)
+    Ok((claims, kid))
 }
 
 fn check_credential_time(c: &CredentialClaims, now: u64) -> Result<(), TokenError> {
@@ -370,8 +399,7 @@ pub struct Verifier {
 
 enum Trust {
     Pki {
-        ca_kid: String,
-        ca_key: DecodingKey,
+        cas: TrustedCas,
         /// Verified node credentials by SHA-256 of their bytes.
         cache: RwLock<HashMap<[u8; 32], Arc<NodeCred>>>,
     },
@@ -403,13 +431,12 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 impl Verifier {
-    /// PKI verifier trusting the CA whose raw Ed25519 public key is given.
-    pub(crate) fn pki(ca_public: &[u8]) -> Self {
+    /// PKI verifier trusting the CAs whose raw Ed25519 public keys are given.
+    pub(crate) fn pki(cas: TrustedCas) -> Self {
         Verifier {
             inner: Arc::new(VerifierInner {
                 trust: Trust::Pki {
-                    ca_kid: key_id(CA_KID_DOMAIN, ca_public),
-                    ca_key: DecodingKey::from_ed_der(ca_public),
+                    cas,
                     cache: RwLock::new(HashMap::new()),
                 },
             }),
@@ -490,11 +517,7 @@ impl Verifier {
         }
         let (framing, payload) = split_framing(token, framing_parts)?;
         let claims = match &self.inner.trust {
-            Trust::Pki {
-                ca_kid,
-                ca_key,
-                cache,
-            } => {
+            Trust::Pki { cas, cache } => {
                 let first = framing[0];
                 let Some(jws_part) = framing.get(1) else {
                     return Err(classify_incomplete(first));
@@ -504,7 +527,7 @@ impl Verifier {
                         "no claims after the signature".into(),
                     ));
                 };
-                let node = self.node_credential(first, ca_kid, ca_key, cache, now)?;
+                let node = self.node_credential(first, cas, cache, now)?;
                 let jws = split_detached(jws_part)?;
                 let header = parse_header(jws.header)?;
                 if header.alg != "EdDSA" {
@@ -566,8 +589,7 @@ impl Verifier {
     fn node_credential(
         &self,
         cred: &str,
-        ca_kid: &str,
-        ca_key: &DecodingKey,
+        cas: &TrustedCas,
         cache: &RwLock<HashMap<[u8; 32], Arc<NodeCred>>>,
         now: u64,
     ) -> Result<Arc<NodeCred>, TokenError> {
@@ -582,7 +604,7 @@ impl Verifier {
             check_credential_time(&node.claims, now)?;
             return Ok(node);
         }
-        let claims = verify_credential(cred, ca_kid, ca_key, now)?;
+        let (claims, _) = verify_credential(cred, cas, now)?;
         let pk = URL_SAFE_NO_PAD
             .decode(&claims.pk)
             .ok()

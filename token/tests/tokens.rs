@@ -702,3 +702,48 @@ fn no_single_byte_change_verifies() {
         }
     }
 }
+
+#[test]
+fn ca_rotation_trusts_every_ca_in_ca_crt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old");
+    let new = tmp.path().join("new");
+    keys::init_pki(&old, "node-a").unwrap();
+    keys::init_pki(&new, "node-b").unwrap();
+    let (old_signer, _) = load_keys(&old).unwrap();
+    let (new_signer, new_only) = load_keys(&new).unwrap();
+    let t_old = old_signer.sign(&syn_claims(&old_signer, 1)).unwrap();
+    assert_eq!(
+        err_code(new_only.verify(&t_old, &Expect::syn(1), now())),
+        "untrusted_issuer"
+    );
+    // Append the old CA's public key to the new CA's ca.crt: both are trusted.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(new.join("ca.crt")).unwrap(),
+        std::fs::read_to_string(old.join("ca.crt")).unwrap()
+    );
+    std::fs::write(new.join("ca.crt"), &both).unwrap();
+    let (_, rotating) = load_keys(&new).unwrap();
+    rotating.verify(&t_old, &Expect::syn(1), now()).unwrap();
+    let t_new = new_signer.sign(&syn_claims(&new_signer, 1)).unwrap();
+    rotating.verify(&t_new, &Expect::syn(1), now()).unwrap();
+    let info = keys::describe(&new).unwrap();
+    assert_eq!(info.trusted_cas.len(), 2);
+    assert_eq!(info.node.as_deref(), Some("node-b"));
+    // issue-node works with a multi-key ca.crt and copies all of it.
+    let c = tmp.path().join("c");
+    keys::issue_node(&new, "node-c", &c).unwrap();
+    assert_eq!(std::fs::read_to_string(c.join("ca.crt")).unwrap(), both);
+    let (c_signer, _) = load_keys(&c).unwrap();
+    let t_c = c_signer.sign(&syn_claims(&c_signer, 1)).unwrap();
+    rotating.verify(&t_c, &Expect::syn(1), now()).unwrap();
+    // A ca.crt with a foreign block in it is an error naming the block.
+    std::fs::write(
+        new.join("ca.crt"),
+        format!("{both}-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+    )
+    .unwrap();
+    let e = load_keys(&new).unwrap_err().to_string();
+    assert!(e.contains("ca.crt") && e.contains("block 3"), "{e}");
+}

@@ -105,7 +105,8 @@ fn show(dir: &Path) -> Result<(), String> {
     match info.mode {
         Mode::Pki => {
             println!("node:      {}", info.node.unwrap_or_default());
-            println!("CA key id: {}", info.key_id);
+            println!("CA key id: {} (signed node.crt)", info.key_id);
+            println!("trusted:   {}", info.trusted_cas.join(", "));
             if let Some((from, until)) = info.valid {
                 let days_left = until.saturating_sub(trireme_token::now_unix()) / 86400;
                 println!("valid:     {from} .. {until} (unix seconds; {days_left} days left)");
