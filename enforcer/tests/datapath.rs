@@ -381,3 +381,54 @@ fn control_register_reload_and_policy_watch() {
         "{st:?}"
     );
 }
+
+/// A process kept alive inside a netns (its /proc/PID/ns/net names the netns).
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn netns_given_as_proc_pid_path_works() {
+    let s = setup();
+    let holder = Holder(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &s.pair.b.name, "sleep", "60"])
+            .spawn()
+            .unwrap(),
+    );
+    let path = std::path::PathBuf::from(format!("/proc/{}/ns/net", holder.0.id()));
+    // `ip netns exec` execs sleep in place once it has entered the netns.
+    assert!(wait_for(T, || netns_inode(&path).is_some()
+        && netns_inode(&path) == netns_inode(&s.pair.b.path())));
+    let ctl = tempdir();
+    let o = opts(&s, "b");
+    let mut child = Enforcer::command(&path, "byproc", ctl.path(), &o)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sock = control::socket_path(ctl.path(), "byproc");
+    let ready = wait_for(Duration::from_secs(10), || {
+        control::status(&sock).is_ok_and(|st| st.ready())
+    });
+    let rules = s.pair.b.trireme_rules();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().unwrap();
+    assert!(ready, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(rules.contains(&"-A INPUT -j TRIREME-IN".to_string()));
+    assert!(out.status.success());
+    assert!(s.pair.b.trireme_rules().is_empty());
+}
+
+fn netns_inode(p: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| m.ino())
+}
