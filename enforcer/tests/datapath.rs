@@ -407,7 +407,7 @@ fn netns_given_as_proc_pid_path_works() {
         && netns_inode(&path) == netns_inode(&s.pair.b.path())));
     let ctl = tempdir();
     let o = opts(&s, "b");
-    let mut child = Enforcer::command(&path, "byproc", ctl.path(), &o)
+    let child = Enforcer::command(&path, "byproc", ctl.path(), &o)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
