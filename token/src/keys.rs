@@ -186,7 +186,8 @@ fn write_files(
     } else {
         create_dir(dir)?;
     }
-    let mut written = Vec::new();
+    // Phase 1: every file to a temporary name; on any failure remove them all.
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (name, content) in files {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
@@ -199,14 +200,26 @@ fn write_files(
                 .open(&tmp)?;
             f.write_all(content.as_bytes())?;
             f.sync_all()?;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
-            fs::rename(&tmp, &path)
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
         })();
+        staged.push((tmp, path.clone()));
         if let Err(e) = res {
-            let _ = fs::remove_file(&tmp);
+            for (t, _) in &staged {
+                let _ = fs::remove_file(t);
+            }
             return Err(TokenError::keys(&path, format!("cannot write: {e}")));
         }
-        written.push(path);
+    }
+    // Phase 2: rename into place (atomic per file).
+    let mut written = Vec::new();
+    for (i, (tmp, path)) in staged.iter().enumerate() {
+        if let Err(e) = fs::rename(tmp, path) {
+            for (t, _) in &staged[i..] {
+                let _ = fs::remove_file(t);
+            }
+            return Err(TokenError::keys(path, format!("cannot write: {e}")));
+        }
+        written.push(path.clone());
     }
     Ok(written)
 }
