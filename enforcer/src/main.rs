@@ -110,8 +110,6 @@ struct Enforcer {
     started: Instant,
     counters: Arc<Counters>,
     handler: SharedHandler,
-    /// Labels and ports as registered (namespace labels come from the policy dir).
-    registered: Mutex<(BTreeMap<String, String>, Vec<NamedPort>)>,
     identity: Mutex<Identity>,
     policy: Mutex<PolicyStatus>,
     /// Serialises policy loads (watcher vs `reload`).
@@ -200,7 +198,6 @@ impl Enforcer {
         if let Err(e) = control::validate_identity(&labels, &ports) {
             return Response::Error { message: e };
         }
-        *self.registered.lock().unwrap() = (labels.clone(), ports.clone());
         let mut id = self.identity.lock().unwrap();
         id.labels = labels;
         id.ports = ports;
@@ -342,13 +339,15 @@ fn run(args: Args) -> Result<()> {
     netns::enter(&args.netns)?;
 
     let keys = load_keys(&args.key_dir)?;
+    // Stamped before loading, so a change during the load is seen by the watcher.
+    let stamps = control::fingerprint(&args.policy_dir);
     let cluster = trireme_policy::Cluster::load_paths(&[&args.policy_dir])
         .map_err(|e| invalid("policy", e))?;
     let identity = Identity {
         namespace: args.namespace.clone(),
-        labels: labels.clone(),
+        labels,
         namespace_labels: namespace_labels(&cluster, &args.namespace),
-        ports: ports.clone(),
+        ports,
     };
     let gateway = if args.deny_node { None } else { args.gateway };
     let policy_engine = Arc::new(cluster.engine());
@@ -395,7 +394,6 @@ fn run(args: Args) -> Result<()> {
         started: Instant::now(),
         counters: Arc::new(Counters::default()),
         handler,
-        registered: Mutex::new((labels, ports)),
         identity: Mutex::new(identity),
         policy: Mutex::new(PolicyStatus {
             dir: args.policy_dir.clone(),
@@ -406,7 +404,6 @@ fn run(args: Args) -> Result<()> {
         reload_lock: Mutex::new(()),
         queue_bound: AtomicBool::new(true),
     });
-    let stamps = control::fingerprint(&args.policy_dir);
 
     let (tx, rx) = mpsc::channel::<Event>();
     {
