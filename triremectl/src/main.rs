@@ -28,7 +28,7 @@ enum Cmd {
     /// Status of every enforcer on this node (rules, queue, flows, counters).
     Status {
         /// Directory of the enforcers' control sockets.
-        #[arg(long, default_value = "/run/trireme", value_name = "DIR")]
+        #[arg(long, default_value = trireme_enforcer::control::DEFAULT_CONTROL_DIR, value_name = "DIR")]
         control_dir: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -37,7 +37,7 @@ enum Cmd {
     /// Metrics of every enforcer on this node, in the Prometheus text format.
     Metrics {
         /// Directory of the enforcers' control sockets.
-        #[arg(long, default_value = "/run/trireme", value_name = "DIR")]
+        #[arg(long, default_value = trireme_enforcer::control::DEFAULT_CONTROL_DIR, value_name = "DIR")]
         control_dir: PathBuf,
     },
 }
