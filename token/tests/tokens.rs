@@ -747,3 +747,27 @@ fn ca_rotation_trusts_every_ca_in_ca_crt() {
     let e = load_keys(&new).unwrap_err().to_string();
     assert!(e.contains("ca.crt") && e.contains("block 3"), "{e}");
 }
+
+#[test]
+fn any_label_text_round_trips() {
+    // The claims JSON follows the last framing separator: '~', dots, quotes and
+    // non-ASCII in labels must not confuse the framing.
+    let c = pki_cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let (psk_s, psk_v) = psk_pair(&tmp.path().join("k"));
+    for (signer, verifier) in [(&c.a.0, &c.b.1), (&psk_s, &psk_v)] {
+        let mut claims = syn_claims(signer, 9);
+        claims
+            .identity
+            .labels
+            .insert("we~ird.key/x".into(), "a~b..c\"d\\e ü 🚀".into());
+        claims
+            .identity
+            .namespace_labels
+            .insert("tilde".into(), "~~".into());
+        let got = verifier
+            .verify(&signer.sign(&claims).unwrap(), &Expect::syn(9), now())
+            .unwrap();
+        assert_eq!(got, claims);
+    }
+}
