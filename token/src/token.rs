@@ -537,7 +537,7 @@ impl Verifier {
                     )));
                 }
                 check_sig_len(jws.signature, ED25519_SIG_B64)?;
-                verify_detached(&jws, payload, &node.key, Algorithm::EdDSA)?;
+                verify_detached(&jws, &header, payload, &node.key, Algorithm::EdDSA)?;
                 let claims = parse_payload(payload)?;
                 if claims.node != node.claims.sub {
                     return Err(TokenError::BadCredential(format!(
@@ -578,7 +578,7 @@ impl Verifier {
                     )));
                 }
                 check_sig_len(jws.signature, HS256_SIG_B64)?;
-                verify_detached(&jws, payload, key, Algorithm::HS256)?;
+                verify_detached(&jws, &header, payload, key, Algorithm::HS256)?;
                 parse_payload(payload)?
             }
         };
@@ -662,11 +662,11 @@ fn split_detached(s: &str) -> Result<Jws<'_>, TokenError> {
 /// Verifies a detached-payload JWS over `header.payload` with jsonwebtoken.
 fn verify_detached(
     jws: &Jws<'_>,
+    header: &JwtHeader,
     payload: &[u8],
     key: &DecodingKey,
     alg: Algorithm,
 ) -> Result<(), TokenError> {
-    let header: JwtHeader = parse_header(jws.header)?;
     if header.b64 != Some(false) || !header.crit.iter().any(|c| c == "b64") {
         return Err(TokenError::Malformed(
             "header must declare an unencoded payload (\"b64\":false, \"crit\":[\"b64\"])".into(),
