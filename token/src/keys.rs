@@ -27,6 +27,10 @@ pub const NODE_KEY: &str = "node.key";
 pub const NODE_CRT: &str = "node.crt";
 pub const PSK_KEY: &str = "psk.key";
 
+/// A new credential is valid from this many seconds before its issuing, so that
+/// nodes whose clocks lag the issuer's accept it at once.
+pub const CREDENTIAL_BACKDATE_SECS: u64 = 300;
+
 /// How long a node credential is valid by default: one year.
 pub const DEFAULT_CREDENTIAL_VALIDITY_SECS: u64 = 365 * 24 * 3600;
 
@@ -42,7 +46,8 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 pub struct Options {
     /// Replace existing key files (otherwise existing files are an error).
     pub force: bool,
-    /// Start of a new node credential's validity, unix seconds (`None`: now).
+    /// Start of a new node credential's validity, unix seconds (`None`: now minus
+    /// [`CREDENTIAL_BACKDATE_SECS`]).
     pub valid_from: Option<u64>,
     /// Validity of a new node credential, in seconds.
     pub validity_secs: u64,
@@ -98,7 +103,9 @@ fn make_credential(
     node_public: &[u8],
     opts: &Options,
 ) -> Result<String, TokenError> {
-    let iat = opts.valid_from.unwrap_or_else(crate::now_unix);
+    let iat = opts
+        .valid_from
+        .unwrap_or_else(|| crate::now_unix().saturating_sub(CREDENTIAL_BACKDATE_SECS));
     let claims = CredentialClaims {
         sub: node.to_string(),
         pk: b64(node_public),

@@ -771,3 +771,23 @@ fn any_label_text_round_trips() {
         assert_eq!(got, claims);
     }
 }
+
+#[test]
+fn new_credentials_are_backdated_for_lagging_clocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let before = trireme_token::now_unix();
+    keys::init_pki(&tmp.path().join("a"), "node-a").unwrap();
+    let info = keys::describe(&tmp.path().join("a")).unwrap();
+    let (from, until) = info.valid.unwrap();
+    assert!(from + keys::CREDENTIAL_BACKDATE_SECS >= before);
+    assert!(from + keys::CREDENTIAL_BACKDATE_SECS <= trireme_token::now_unix());
+    assert_eq!(until - from, keys::DEFAULT_CREDENTIAL_VALIDITY_SECS);
+    // A verifier whose clock is 4 minutes behind still accepts the node's tokens.
+    let (s, v) = load_keys(&tmp.path().join("a")).unwrap();
+    let behind = trireme_token::now_unix() - 240;
+    let mut claims = syn_claims(&s, 1);
+    claims.iat = behind;
+    claims.exp = behind + TOKEN_TTL_SECS;
+    v.verify(&s.sign(&claims).unwrap(), &Expect::syn(1), behind)
+        .unwrap();
+}
