@@ -35,6 +35,9 @@ pub const DEFAULT_CONTROL_DIR: &str = "/run/trireme";
 /// Longest accepted request line (bytes); longer requests are refused.
 pub const MAX_REQUEST_LEN: usize = 1 << 20;
 
+/// Control connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+
 /// How long a client waits for the enforcer's answer.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -266,14 +269,41 @@ impl Server {
         &self.path
     }
 
-    /// Serves forever on the calling thread (one connection at a time; each connection
-    /// may send many requests). Connections idle for 5 s are closed.
+    /// Serves forever on the calling thread: each connection on a thread of its own (at
+    /// most [`MAX_CONNECTIONS`] at once; more are answered with an error), each
+    /// connection may send many requests, connections idle for 5 s are closed. A panic
+    /// while answering ends that connection only.
     pub fn serve(&self, handler: Arc<dyn Handler>) {
+        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for conn in self.listener.incoming() {
             match conn {
-                Ok(stream) => {
-                    if let Err(e) = serve_conn(stream, handler.as_ref()) {
-                        tracing::debug!(error = %e, "control connection ended");
+                Ok(mut stream) => {
+                    use std::sync::atomic::Ordering;
+                    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                        active.fetch_sub(1, Ordering::SeqCst);
+                        let _ = stream.write_all(
+                            b"{\"result\":\"error\",\"message\":\"too many control connections\"}\n",
+                        );
+                        continue;
+                    }
+                    let (h, a) = (handler.clone(), active.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("control-conn".into())
+                        .spawn(move || {
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                serve_conn(stream, h.as_ref())
+                            }));
+                            a.fetch_sub(1, Ordering::SeqCst);
+                            match r {
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "control connection ended")
+                                }
+                                Err(_) => tracing::error!("control request handler panicked"),
+                                Ok(Ok(())) => {}
+                            }
+                        });
+                    if spawned.is_err() {
+                        active.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
                 Err(e) => {
@@ -551,6 +581,51 @@ mod tests {
         assert!(matches!(status(&path), Err(Error::Refused(m)) if m == "nope"));
         assert_eq!(list_sockets(dir.path()).unwrap(), vec![path.clone()]);
         assert_eq!(handler.seen.lock().unwrap().len(), 3);
+    }
+
+    /// Status is slow (like iptables-save under load) and the first request panics.
+    struct Slow {
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Handler for Slow {
+        fn handle(&self, req: Request) -> Response {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match req {
+                Request::Reload if n == 0 => panic!("handler bug"),
+                Request::Status => {
+                    std::thread::sleep(Duration::from_secs(2));
+                    Response::Error {
+                        message: "slow".into(),
+                    }
+                }
+                _ => Response::Metrics { text: "ok".into() },
+            }
+        }
+    }
+
+    #[test]
+    fn a_slow_or_panicking_request_does_not_block_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path(), "slow");
+        let server = Arc::new(Server::bind(&path).unwrap());
+        let h: Arc<dyn Handler> = Arc::new(Slow {
+            calls: Default::default(),
+        });
+        let s2 = server.clone();
+        std::thread::spawn(move || s2.serve(h));
+        // The panicking request closes its connection without an answer...
+        assert!(request(&path, &Request::Reload).is_err());
+        // ...and a slow one does not hold up a quick one.
+        let p2 = path.clone();
+        let slow = std::thread::spawn(move || request(&p2, &Request::Status));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(metrics(&path).unwrap(), "ok");
+        assert!(
+            !slow.is_finished(),
+            "the quick request waited for the slow one"
+        );
+        assert!(slow.join().unwrap().is_ok());
     }
 
     #[test]

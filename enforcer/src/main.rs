@@ -330,6 +330,21 @@ enum Event {
     QueueFailed(Error),
 }
 
+/// Reports a panicking queue thread to the main thread (which then exits, fail closed).
+struct PanicNotice(mpsc::Sender<Event>, Arc<Enforcer>);
+
+impl Drop for PanicNotice {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.1.queue_bound.store(false, Ordering::SeqCst);
+            let _ = self.0.send(Event::QueueFailed(Error::Queue {
+                queue: self.1.queue_cfg.queue,
+                msg: "the queue thread panicked".into(),
+            }));
+        }
+    }
+}
+
 fn run(args: Args) -> Result<()> {
     validate(&args)?;
     let (labels, ports) = parse_identity(&args)?;
@@ -412,6 +427,8 @@ fn run(args: Args) -> Result<()> {
         std::thread::Builder::new()
             .name("queue".into())
             .spawn(move || {
+                // A panic in the loop must not leave a dead queue behind a live process.
+                let _guard = PanicNotice(tx.clone(), enf.clone());
                 let err = match bound.run(&enf.handler, &enf.counters, &mut preexisting) {
                     Ok(()) => Error::Queue {
                         queue: enf.queue_cfg.queue,
