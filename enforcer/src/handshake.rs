@@ -7,10 +7,13 @@
 //!
 //! Roles (see `docs/protocol.md` for the full table):
 //! - client: outbound SYN gets a SYN token; inbound SYN-ACK is verified (echo of our nonce,
-//!   binding to both ISNs) and judged by our EGRESS policy against the server identity;
+//!   binding to both ISNs) and judged by our EGRESS policy against the server identity and
+//!   the server's own address and port from its token (after a Service DNAT: the pod IP
+//!   and target port, not the VIP and Service port we dialled);
 //!   outbound pure ACKs then carry the proof until the server answers.
 //! - server: inbound SYN is verified, replay-checked and judged by our INGRESS policy;
-//!   outbound SYN-ACK gets a SYN-ACK token; the inbound ACK must carry the proof, only then
+//!   outbound SYN-ACK gets a SYN-ACK token (with the SYN's destination, our own address
+//!   and port); the inbound ACK must carry the proof, only then
 //!   is the connection authorised ([`Action::Authorise`]).
 
 use crate::flow::{ExpiringMap, FlowKey, FlowTable};
@@ -63,6 +66,10 @@ pub struct SynAckInfo {
     pub identity: Identity,
     /// The server's nonce Ns (the ACK proof is bound to it).
     pub nonce: Nonce,
+    /// The server's own address and port as the server sees them (the destination of
+    /// the SYN it accepted): what egress policy is about, even when the client dialled
+    /// a Service VIP and port that a DNAT rewrote.
+    pub server: SocketAddr,
 }
 
 /// Token signing and verification, and the ACK proof (implemented over trireme-token).
@@ -76,7 +83,8 @@ pub trait Tokens: Send + Sync {
         commit: &[u8; 32],
         now_s: u64,
     ) -> Result<Vec<u8>, TokenFailure>;
-    /// Signs a SYN-ACK token: our identity, server nonce, echo of the client nonce, both ISNs.
+    /// Signs a SYN-ACK token: our identity, server nonce, echo of the client nonce, both
+    /// ISNs, and `server`, our own address and port as we see them (the SYN's destination).
     #[allow(clippy::too_many_arguments)]
     fn sign_syn_ack(
         &self,
@@ -85,6 +93,7 @@ pub trait Tokens: Send + Sync {
         echo: &Nonce,
         isn_client: u32,
         isn_server: u32,
+        server: SocketAddr,
         now_s: u64,
     ) -> Result<Vec<u8>, TokenFailure>;
     /// Verifies a SYN token bound to `isn_client`.
@@ -200,11 +209,17 @@ impl fmt::Display for PolicyDirection {
 pub struct DecisionLog {
     pub allowed: bool,
     pub direction: PolicyDirection,
+    /// The peer's address the policy was evaluated on. Egress with a token: the server's
+    /// own address from its token (a pod IP even when a Service VIP was dialled).
     pub peer_ip: IpAddr,
     /// The peer's verified identity; None for peers without a token.
     pub peer_identity: Option<Identity>,
-    /// The server port of the connection.
+    /// The server port the policy was evaluated on (egress with a token: the server's
+    /// own port from its token, i.e. the target port behind a Service).
     pub port: u16,
+    /// Egress: the address and port the client dialled, when they differ from the
+    /// server's own (a Service DNAT on the path). The reason says so too.
+    pub dialled: Option<SocketAddr>,
     /// Why (policy reason, token or proof failure, replay, node traffic).
     pub reason: String,
 }
@@ -649,27 +664,36 @@ impl Engine {
                         peer_ip: server.ip(),
                         peer_identity: None,
                         port: server.port(),
+                        dialled: None,
                         reason: format!("SYN-ACK token refused: {e}"),
                     };
                     // The flow stays: the genuine SYN-ACK may still come.
                     return Verdict::new(Action::Drop).with_decision(log);
                 }
             };
+        // Egress is about the destination pod: its own address and port as it saw them
+        // (signed in its token), not the Service VIP and port we dialled and a DNAT
+        // rewrote. `server` is what we dialled (the SYN-ACK's source here).
+        let own = info.server;
         let ans = self.policy.egress(
             &self.identity,
             PeerRef::Pod {
                 identity: &info.identity,
-                ip: server.ip(),
+                ip: own.ip(),
             },
-            server.port(),
+            own.port(),
         );
-        let log = decision(
+        let mut log = decision(
             ans,
             PolicyDirection::Egress,
-            server,
-            server.port(),
+            own,
+            own.port(),
             Some(info.identity),
         );
+        if own != server {
+            log.dialled = Some(server);
+            log.reason = format!("{} (dialled {server}, server is {own})", log.reason);
+        }
         if !log.allowed {
             self.counters.denied_policy += 1;
             self.flows.remove(&key);
@@ -762,6 +786,7 @@ impl Engine {
                     peer_ip: client.ip(),
                     peer_identity: None,
                     port,
+                    dialled: None,
                     reason: "traffic from the pod's node".into(),
                 };
                 return Verdict::new(Action::Authorise).with_decision(log);
@@ -787,6 +812,7 @@ impl Engine {
             peer_ip: client.ip(),
             peer_identity: None,
             port,
+            dialled: None,
             reason,
         };
         let info = match self.tokens.verify_syn(token, v.seq, now_ms / 1000) {
@@ -904,12 +930,16 @@ impl Engine {
                     self.counters.attach_failed += 1;
                     return Verdict::new(Action::Drop);
                 };
+                // Our own address and port as we see them: the flow's key was made from
+                // the inbound SYN we accepted, so its local side is that SYN's destination
+                // (behind a Service: our pod IP and target port).
                 let signed = self.tokens.sign_syn_ack(
                     &self.identity,
                     &nonce,
                     &client_nonce,
                     isn_c,
                     isn_s,
+                    key.local,
                     now_ms / 1000,
                 );
                 let Ok(token) = signed else {
@@ -994,6 +1024,7 @@ impl Engine {
                         peer_ip: client.ip(),
                         peer_identity: None,
                         port: v.dst_port,
+                        dialled: None,
                         reason: format!("ACK proof refused: {e}"),
                     };
                     return Verdict::new(Action::Drop).with_decision(log);
@@ -1034,6 +1065,7 @@ fn decision(
         peer_ip: peer.ip(),
         peer_identity,
         port,
+        dialled: None,
         reason: ans.reason,
     }
 }
@@ -1086,6 +1118,8 @@ impl TokenCrypto {
             isn_client,
             isn_server: None,
             ack_commit: None,
+            server_port: None,
+            server_addr: None,
             iat: now_s,
             exp: now_s + self.lifetime_s,
         }
@@ -1120,11 +1154,14 @@ impl Tokens for TokenCrypto {
         echo: &Nonce,
         isn_client: u32,
         isn_server: u32,
+        server: SocketAddr,
         now_s: u64,
     ) -> Result<Vec<u8>, TokenFailure> {
         let mut c = self.claims(TokenKind::SynAck, me, nonce, isn_client, now_s);
         c.echo = Some(*echo);
         c.isn_server = Some(isn_server);
+        c.server_addr = Some(server.ip());
+        c.server_port = Some(server.port());
         self.signer.sign(&c).map_err(failure)
     }
 
@@ -1166,9 +1203,15 @@ impl Tokens for TokenCrypto {
                 now_s,
             )
             .map_err(failure)?;
+        // The verifier refuses SYN-ACK tokens without it; checked again for the type.
+        let server = c.server().ok_or_else(|| TokenFailure {
+            code: "malformed",
+            message: "SYN-ACK token without the server's address and port".into(),
+        })?;
         Ok(SynAckInfo {
             identity: c.identity,
             nonce: c.nonce,
+            server,
         })
     }
 
@@ -1856,7 +1899,15 @@ spec:
         let forged = {
             let t = psk_tokens(&[9u8; 40], "n");
             let tok = t
-                .sign_syn_ack(&identity("b"), &[1; 16], &[2; 16], ISN_C, ISN_S, T0 / 1000)
+                .sign_syn_ack(
+                    &identity("b"),
+                    &[1; 16],
+                    &[2; 16],
+                    ISN_C,
+                    ISN_S,
+                    SocketAddr::from((B, 80)),
+                    T0 / 1000,
+                )
                 .unwrap();
             packet::attach(&sa, &tok, 1500).unwrap()
         };

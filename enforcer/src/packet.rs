@@ -17,7 +17,7 @@
 
 use etherparse::checksum::Sum16BitWords;
 use etherparse::{IpNumber, IpSlice, TcpSlice};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 /// TCP option kind of the marker (RFC 6994 shared experimental option).
@@ -349,6 +349,40 @@ pub fn synack_to_rst(pkt: &[u8]) -> Result<Vec<u8>, PacketError> {
     out[t + 14..t + 16].fill(0); // window
     out[t + 18..t + 20].fill(0); // urgent pointer
     finish(&mut out, &lay, TCP_MIN_HEADER)?;
+    Ok(out)
+}
+
+/// The packet with its source and destination address and port replaced, as a NAT on
+/// the path rewrites it (e.g. kube-proxy's Service DNAT), with correct checksums. Options,
+/// payload and any marker and token are kept. Both addresses must be of the packet's
+/// family. The enforcer itself never rewrites addresses; this is for tests, fuzzing and
+/// diagnostics that need to see the same packet on both sides of a NAT.
+pub fn rewrite_endpoints(
+    pkt: &[u8],
+    src: SocketAddr,
+    dst: SocketAddr,
+) -> Result<Vec<u8>, PacketError> {
+    let (lay, _, _) = layout(pkt)?;
+    let mut out = pkt[..lay.end].to_vec();
+    match (src.ip(), dst.ip(), lay.v4) {
+        (IpAddr::V4(s), IpAddr::V4(d), true) => {
+            out[12..16].copy_from_slice(&s.octets());
+            out[16..20].copy_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d), false) => {
+            out[8..24].copy_from_slice(&s.octets());
+            out[24..40].copy_from_slice(&d.octets());
+        }
+        _ => {
+            return Err(PacketError::Unsupported(
+                "address family differs from the packet's",
+            ))
+        }
+    }
+    let t = lay.ip_len;
+    out[t..t + 2].copy_from_slice(&src.port().to_be_bytes());
+    out[t + 2..t + 4].copy_from_slice(&dst.port().to_be_bytes());
+    finish(&mut out, &lay, lay.tcp_len)?;
     Ok(out)
 }
 
@@ -704,6 +738,45 @@ mod tests {
         padded.extend_from_slice(&[0xEE; 6]); // e.g. Ethernet padding
         let a = attach(&padded, b"t", 1500).unwrap();
         assert_eq!(strip(&a).unwrap().packet, p);
+    }
+
+    #[test]
+    fn rewrite_endpoints_is_a_nat_with_correct_checksums() {
+        let p = attach(&syn_v4(b"", &[]), b"token", 1500).unwrap();
+        let (src, dst): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.244.9.9:80".parse().unwrap(),
+        );
+        let n = rewrite_endpoints(&p, src, dst).unwrap();
+        verify_checksums(&n).unwrap();
+        etherparse_ok(&n);
+        let v = parse(&n).unwrap();
+        assert_eq!((v.src, v.src_port), (src.ip(), src.port()));
+        assert_eq!((v.dst, v.dst_port), (dst.ip(), dst.port()));
+        assert_eq!(v.token, Some(&b"token"[..]), "marker and token kept");
+        assert_eq!(n.len(), p.len());
+        // rewriting back gives the original bytes
+        let o = parse(&p).unwrap();
+        let back = rewrite_endpoints(
+            &n,
+            SocketAddr::new(o.src, o.src_port),
+            SocketAddr::new(o.dst, o.dst_port),
+        )
+        .unwrap();
+        assert_eq!(back, p);
+        // IPv6 too; a family mismatch changes nothing and is an error
+        let p6 = syn_v6(b"");
+        let (s6, d6): (SocketAddr, SocketAddr) = (
+            "[fd00::1]:40000".parse().unwrap(),
+            "[fd00::9]:80".parse().unwrap(),
+        );
+        let n6 = rewrite_endpoints(&p6, s6, d6).unwrap();
+        verify_checksums(&n6).unwrap();
+        assert_eq!(parse(&n6).unwrap().dst, d6.ip());
+        assert!(matches!(
+            rewrite_endpoints(&p6, src, dst),
+            Err(PacketError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -59,6 +60,13 @@ pub struct Claims {
     pub isn_server: Option<u32>,
     /// SYN only: SHA-256 commitment to the client's ACK-proof secret (see [`crate::proof`]).
     pub ack_commit: Option<[u8; 32]>,
+    /// SYN-ACK only: the server's own TCP port as the server sees it (the destination
+    /// port of the SYN it accepted; after a Service DNAT the pod's `targetPort`, not
+    /// the Service port the client dialled).
+    pub server_port: Option<u16>,
+    /// SYN-ACK only: the server's own address as the server sees it (its pod IP, not
+    /// a Service VIP the client dialled).
+    pub server_addr: Option<IpAddr>,
     /// Issued at, unix seconds.
     pub iat: u64,
     /// Expires at, unix seconds.
@@ -120,12 +128,16 @@ impl Claims {
             isn_client,
             isn_server: None,
             ack_commit: Some(ack_commit),
+            server_port: None,
+            server_addr: None,
             iat: now,
             exp: now + TOKEN_TTL_SECS,
         }
     }
 
     /// Claims for a server's SYN-ACK token, valid from `now` for [`TOKEN_TTL_SECS`].
+    /// `server` is the server's own address and port as the server sees them (the
+    /// destination of the SYN it accepted).
     #[allow(clippy::too_many_arguments)]
     pub fn syn_ack(
         identity: Identity,
@@ -134,6 +146,7 @@ impl Claims {
         client_nonce: [u8; 16],
         isn_client: u32,
         isn_server: u32,
+        server: SocketAddr,
         now: u64,
     ) -> Self {
         Claims {
@@ -145,8 +158,18 @@ impl Claims {
             isn_client,
             isn_server: Some(isn_server),
             ack_commit: None,
+            server_port: Some(server.port()),
+            server_addr: Some(server.ip()),
             iat: now,
             exp: now + TOKEN_TTL_SECS,
+        }
+    }
+
+    /// SYN-ACK: the server's address and port as the server sees them.
+    pub fn server(&self) -> Option<SocketAddr> {
+        match (self.server_addr, self.server_port) {
+            (Some(ip), Some(port)) => Some(SocketAddr::new(ip, port)),
+            _ => None,
         }
     }
 
@@ -156,6 +179,9 @@ impl Claims {
             TokenKind::Syn => {
                 if self.echo.is_some() || self.isn_server.is_some() {
                     return Some("a SYN token carries no echo and no server ISN".into());
+                }
+                if self.server_port.is_some() || self.server_addr.is_some() {
+                    return Some("a SYN token carries no server address or port".into());
                 }
                 if self.ack_commit.is_none() {
                     return Some("a SYN token needs an ACK-proof commitment".into());
@@ -167,6 +193,12 @@ impl Claims {
                 }
                 if self.ack_commit.is_some() {
                     return Some("a SYN-ACK token carries no ACK-proof commitment".into());
+                }
+                if self.server_port.is_none() || self.server_addr.is_none() {
+                    return Some("a SYN-ACK token needs the server's address and port".into());
+                }
+                if self.server_port == Some(0) {
+                    return Some("a SYN-ACK token's server port cannot be 0".into());
                 }
             }
         }
@@ -251,6 +283,9 @@ struct WireClaims {
     s: Option<u32>,
     #[serde(default)]
     a: Option<String>,
+    /// SYN-ACK: the server's address and port as it sees them, `SocketAddr` text.
+    #[serde(default)]
+    d: Option<String>,
     iat: u64,
     exp: u64,
 }
@@ -309,6 +344,10 @@ pub(crate) fn payload_json(c: &Claims, identity_json: &str) -> String {
         URL_SAFE_NO_PAD.encode_string(a, &mut out);
         out.push('"');
     }
+    if let Some(d) = c.server() {
+        // "10.0.0.2:80" or "[fd00::2]:80": digits, hex, dots, colons, brackets only.
+        let _ = write!(out, ",\"d\":\"{d}\"");
+    }
     let _ = write!(out, ",\"iat\":{},\"exp\":{}}}", c.iat, c.exp);
     out
 }
@@ -325,6 +364,13 @@ fn fixed_b64<const N: usize>(field: &str, s: &str) -> Result<[u8; N], TokenError
 pub(crate) fn parse_payload(json: &[u8]) -> Result<Claims, TokenError> {
     let w: WireClaims =
         serde_json::from_slice(json).map_err(|e| TokenError::Malformed(format!("claims: {e}")))?;
+    let server =
+        w.d.as_deref()
+            .map(|d| {
+                d.parse::<SocketAddr>()
+                    .map_err(|e| TokenError::Malformed(format!("claim d: {d:?}: {e}")))
+            })
+            .transpose()?;
     let mut namespace_labels = w.i.namespace_labels;
     namespace_labels
         .entry(NAMESPACE_NAME_LABEL.to_string())
@@ -352,6 +398,8 @@ pub(crate) fn parse_payload(json: &[u8]) -> Result<Claims, TokenError> {
         isn_client: w.c,
         isn_server: w.s,
         ack_commit: w.a.as_deref().map(|a| fixed_b64("a", a)).transpose()?,
+        server_port: server.map(|d| d.port()),
+        server_addr: server.map(|d| d.ip()),
         iat: w.iat,
         exp: w.exp,
     };
@@ -395,8 +443,13 @@ mod tests {
             [7; 16],
             1000,
             2000,
+            "10.244.1.7:80".parse().unwrap(),
             5000,
         )
+    }
+
+    fn round_trip(c: &Claims) -> Result<Claims, TokenError> {
+        parse_payload(payload_json(c, &identity_json(&c.identity)).as_bytes())
     }
 
     #[test]
@@ -405,6 +458,54 @@ mod tests {
             let json = payload_json(&c, &identity_json(&c.identity));
             let back = parse_payload(json.as_bytes()).unwrap();
             assert_eq!(back, c);
+        }
+    }
+
+    #[test]
+    fn syn_ack_carries_the_servers_own_address_and_port() {
+        let c = syn_ack();
+        assert_eq!(c.server(), Some("10.244.1.7:80".parse().unwrap()));
+        let json = payload_json(&c, &identity_json(&c.identity));
+        assert!(json.contains(r#","d":"10.244.1.7:80","#), "{json}");
+        assert_eq!(round_trip(&c).unwrap().server(), c.server());
+        let mut c6 = syn_ack();
+        let v6: SocketAddr = "[fd00:10:244::1:7]:8443".parse().unwrap();
+        c6.server_addr = Some(v6.ip());
+        c6.server_port = Some(v6.port());
+        assert_eq!(round_trip(&c6).unwrap().server(), Some(v6));
+        // a SYN carries none
+        assert_eq!(syn().server(), None);
+        assert!(!payload_json(&syn(), "{}").contains("\"d\""));
+    }
+
+    #[test]
+    fn syn_ack_without_server_address_or_port_is_malformed() {
+        for edit in [
+            |c: &mut Claims| c.server_port = None,
+            |c: &mut Claims| c.server_addr = None,
+            |c: &mut Claims| c.server_port = Some(0),
+        ] {
+            let mut c = syn_ack();
+            edit(&mut c);
+            assert!(c.shape_error().is_some());
+            assert!(matches!(round_trip(&c), Err(TokenError::Malformed(_))));
+        }
+        // a SYN that claims a server address is malformed too
+        let mut c = syn();
+        c.server_port = Some(80);
+        c.server_addr = Some("10.0.0.1".parse().unwrap());
+        assert!(matches!(round_trip(&c), Err(TokenError::Malformed(_))));
+        // the address text must parse
+        let json = payload_json(&syn_ack(), &identity_json(&identity()));
+        for bad in ["10.244.1.7", "10.244.1.7:99999", "host:80", "[fd00::1]"] {
+            let edited = json.replace("10.244.1.7:80", bad);
+            assert!(
+                matches!(
+                    parse_payload(edited.as_bytes()),
+                    Err(TokenError::Malformed(_))
+                ),
+                "{bad}"
+            );
         }
     }
 

@@ -1,6 +1,7 @@
 //! Tokens end to end with real keys written to temporary directories.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -72,6 +73,10 @@ fn syn_claims(signer: &Signer, isn_c: u32) -> Claims {
 }
 
 fn syn_ack_claims(signer: &Signer, isn_c: u32, isn_s: u32) -> Claims {
+    syn_ack_claims_at(signer, isn_c, isn_s, "10.244.3.17:8080".parse().unwrap())
+}
+
+fn syn_ack_claims_at(signer: &Signer, isn_c: u32, isn_s: u32, server: SocketAddr) -> Claims {
     Claims::syn_ack(
         realistic_identity(),
         signer.node_name().unwrap_or("node-psk").to_string(),
@@ -79,6 +84,7 @@ fn syn_ack_claims(signer: &Signer, isn_c: u32, isn_s: u32) -> Claims {
         [0x11; 16],
         isn_c,
         isn_s,
+        server,
         now(),
     )
 }
@@ -195,9 +201,25 @@ fn token_sizes_with_realistic_labels() {
         "PKI SYN token: {}",
         String::from_utf8(c.a.0.sign(&syn_claims(&c.a.0, u32::MAX)).unwrap()).unwrap()
     );
+    // The longest server address a SYN-ACK can carry: a full IPv6 address, port 65535.
+    let longest: SocketAddr = "[fd00:1234:5678:9abc:def0:1234:5678:9abc]:65535"
+        .parse()
+        .unwrap();
+    let pki_ack_v6 =
+        c.a.0
+            .sign(&syn_ack_claims_at(&c.a.0, u32::MAX, u32::MAX, longest))
+            .unwrap()
+            .len();
+    println!("PKI SYN-ACK token with the longest server address: {pki_ack_v6} B");
     // A SYN must stay well under 1,200 bytes (one MTU with headers and options).
     assert!(pki_syn < 1000, "PKI SYN token is {pki_syn} bytes");
     assert!(pki_ack < 1000, "PKI SYN-ACK token is {pki_ack} bytes");
+    assert!(pki_ack_v6 < 1000, "PKI SYN-ACK token is {pki_ack_v6} bytes");
+    // The server address claim costs its text and nothing else.
+    assert_eq!(
+        pki_ack_v6 - pki_ack,
+        longest.to_string().len() - "10.244.3.17:8080".len()
+    );
     assert!(psk_syn < pki_syn);
     assert!(psk_ack < pki_ack);
 }
@@ -284,6 +306,20 @@ fn tampered_claims_are_bad_signature() {
             err_code(verifier.verify(flipped.as_bytes(), &Expect::syn(1), now())),
             "bad_signature"
         );
+        // The server's address and port in a SYN-ACK are inside the signature too.
+        let ack = signer.sign(&syn_ack_claims(signer, 1, 2)).unwrap();
+        let expect = Expect::syn_ack(1, 2, [0x11; 16]);
+        verifier.verify(&ack, &expect, now()).unwrap();
+        for (from, to) in [
+            ("\"d\":\"10.244.3.17:8080\"", "\"d\":\"10.244.3.17:80\""),
+            ("\"d\":\"10.244.3.17:8080\"", "\"d\":\"10.96.0.10:8080\""),
+        ] {
+            let forged = tamper_claims(&ack, |j| j.replace(from, to));
+            assert_eq!(
+                err_code(verifier.verify(&forged, &expect, now())),
+                "bad_signature"
+            );
+        }
     }
 }
 
@@ -519,6 +555,26 @@ fn signer_rejects_bad_claims() {
     ));
     let mut claims = syn_claims(&c.a.0, 1);
     claims.exp = claims.iat;
+    assert!(matches!(
+        c.a.0.sign(&claims),
+        Err(TokenError::InvalidClaims(_))
+    ));
+    // A SYN-ACK must say where the server is (its own address and port) ...
+    for edit in [
+        |c: &mut Claims| c.server_port = None,
+        |c: &mut Claims| c.server_addr = None,
+    ] {
+        let mut claims = syn_ack_claims(&c.a.0, 1, 2);
+        edit(&mut claims);
+        assert!(matches!(
+            c.a.0.sign(&claims),
+            Err(TokenError::InvalidClaims(_))
+        ));
+    }
+    // ... and a SYN must not.
+    let mut claims = syn_claims(&c.a.0, 1);
+    claims.server_port = Some(80);
+    claims.server_addr = Some("10.0.0.1".parse().unwrap());
     assert!(matches!(
         c.a.0.sign(&claims),
         Err(TokenError::InvalidClaims(_))
