@@ -1540,6 +1540,7 @@ spec:
         assert_eq!(d.direction, PolicyDirection::Egress);
         assert_eq!(d.peer_identity, Some(identity("b")));
         assert_eq!((d.peer_ip, d.port), (IpAddr::from(B), 80));
+        assert_eq!(d.dialled, None, "no NAT: dialled the server itself");
 
         let (mut c, mut s) = (engine("a"), engine("b"));
         handshake(&mut c, &mut s, 40001, T0);
@@ -1885,6 +1886,219 @@ spec:
         assert!(v.decision.unwrap().reason.contains("expired"));
         assert_eq!(s.counters().denied_token, 4);
         assert_eq!(s.counters().flows, 0);
+    }
+
+    // ---- Service DNAT (kube-proxy): the client dials VIP:8080, pod b serves on 80 ----
+
+    const VIP: [u8; 4] = [10, 96, 0, 10];
+    const SVC_PORT: u16 = 8080;
+
+    /// A client egress policy for pod a: to `peer` (a NetworkPolicy peer in flow
+    /// style) on TCP `port`.
+    fn client_egress(peer: &str, port: u16) -> Arc<dyn Policy> {
+        policy(&format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: a-egress-{port}, namespace: x}}
+spec:
+  podSelector: {{matchLabels: {{pod: a}}}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{peer}]
+    ports: [{{port: {port}, protocol: TCP}}]
+"#
+        ))
+    }
+
+    /// What kube-proxy's DNAT does between the two pods: client → VIP:8080 becomes
+    /// client → b:80 on the way in, b:80 → client becomes VIP:8080 → client on the way
+    /// back. Checksums are recomputed (and checked by `out` on every hop).
+    struct Dnat {
+        client: SocketAddr,
+    }
+
+    impl Dnat {
+        fn vip() -> SocketAddr {
+            SocketAddr::from((VIP, SVC_PORT))
+        }
+        fn pod() -> SocketAddr {
+            SocketAddr::from((B, 80))
+        }
+        fn to_server(&self, p: &[u8]) -> Vec<u8> {
+            let v = packet::parse(p).unwrap();
+            assert_eq!(SocketAddr::new(v.dst, v.dst_port), Self::vip());
+            let n = packet::rewrite_endpoints(p, self.client, Self::pod()).unwrap();
+            verify_checksums(&n).unwrap();
+            n
+        }
+        fn to_client(&self, p: &[u8]) -> Vec<u8> {
+            let v = packet::parse(p).unwrap();
+            assert_eq!(SocketAddr::new(v.src, v.src_port), Self::pod());
+            let n = packet::rewrite_endpoints(p, Self::vip(), self.client).unwrap();
+            verify_checksums(&n).unwrap();
+            n
+        }
+    }
+
+    /// The client's SYN to VIP:8080 through the DNAT to b:80 (the server's ingress allows
+    /// a on 80), and b's SYN-ACK back; returns the client's verdict on that SYN-ACK and
+    /// the SYN-ACK as the client's kernel would see it without a token.
+    fn syn_ack_through_dnat(c: &mut Engine, s: &mut Engine, sport: u16) -> (Verdict, Vec<u8>) {
+        let nat = Dnat {
+            client: SocketAddr::from((A, sport)),
+        };
+        let p = build(Seg {
+            src: A,
+            dst: VIP,
+            sport,
+            dport: SVC_PORT,
+            seq: ISN_C,
+            ack: None,
+            syn: true,
+            data: b"",
+        });
+        let w = out(&c.handle(Dir::Outbound, &p, T0), &p);
+        let w = nat.to_server(&w);
+        let v = s.handle(Dir::Inbound, &w, T0);
+        assert_eq!(v.action, Action::Accept, "{:?}", v.decision);
+        let d = v.decision.unwrap();
+        assert_eq!(d.port, 80, "the server's ingress sees its own port");
+        let sa = syn_ack(A, sport, 0);
+        let w = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        let w = nat.to_client(&w);
+        (c.handle(Dir::Inbound, &w, T0), nat.to_client(&sa))
+    }
+
+    #[test]
+    fn egress_through_a_service_dnat_is_judged_on_the_pods_port() {
+        // allowed: the policy allows port 80 (the pod's port), the client dialled 8080
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        c.set_policy(client_egress("{podSelector: {matchLabels: {pod: b}}}", 80));
+        let (v, plain) = syn_ack_through_dnat(&mut c, &mut s, 40000);
+        assert_eq!(v.action, Action::Accept, "{:?}", v.decision);
+        assert_eq!(
+            out(&v, &plain),
+            plain,
+            "client kernel sees VIP:8080, no token"
+        );
+        let d = v.decision.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.peer_identity, Some(identity("b")));
+        assert_eq!((d.peer_ip, d.port), (IpAddr::from(B), 80), "judged on b:80");
+        assert_eq!(d.dialled, Some(Dnat::vip()));
+        assert!(
+            d.reason.contains("a-egress-80")
+                && d.reason.contains("dialled 10.96.0.10:8080")
+                && d.reason.contains("server is 10.0.0.2:80"),
+            "{}",
+            d.reason
+        );
+        // the handshake completes through the NAT: proof on the ACK, both authorised
+        let nat = Dnat {
+            client: SocketAddr::from((A, 40000)),
+        };
+        let a = build(Seg {
+            src: A,
+            dst: VIP,
+            sport: 40000,
+            dport: SVC_PORT,
+            seq: ISN_C + 1,
+            ack: Some(ISN_S + 1),
+            syn: false,
+            data: b"",
+        });
+        let w = nat.to_server(&out(&c.handle(Dir::Outbound, &a, T0), &a));
+        assert_eq!(s.handle(Dir::Inbound, &w, T0).action, Action::Authorise);
+        let d = nat.to_client(&data_s(40000, b"hi"));
+        assert_eq!(c.handle(Dir::Inbound, &d, T0).action, Action::Authorise);
+
+        // denied: a policy that allows only the Service port 8080 does not admit it
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        c.set_policy(client_egress(
+            "{podSelector: {matchLabels: {pod: b}}}",
+            SVC_PORT,
+        ));
+        let (v, _) = syn_ack_through_dnat(&mut c, &mut s, 40001);
+        assert_eq!(v.action, Action::Drop);
+        let d = v.decision.unwrap();
+        assert!(!d.allowed, "{}", d.reason);
+        assert_eq!((d.peer_ip, d.port), (IpAddr::from(B), 80));
+        assert_eq!(d.dialled, Some(Dnat::vip()));
+        assert_eq!(c.counters().denied_policy, 1);
+        assert_eq!(c.counters().flows, 0);
+
+        // with reject, the client's connect() fails at once: a RST from VIP:8080
+        let mut c = engine_with("a", cfg_reject(), psk_tokens(PSK, "node-1"));
+        let mut s = engine("b");
+        c.set_policy(client_egress(
+            "{podSelector: {matchLabels: {pod: b}}}",
+            SVC_PORT,
+        ));
+        let (v, _) = syn_ack_through_dnat(&mut c, &mut s, 40002);
+        assert_eq!(v.action, Action::Accept);
+        let rst = out(&v, b"");
+        let r = packet::parse(&rst).unwrap();
+        assert!(r.flags.rst);
+        assert_eq!(
+            (r.src, r.src_port),
+            (IpAddr::from(VIP), SVC_PORT),
+            "the RST matches the socket's own tuple"
+        );
+    }
+
+    #[test]
+    fn egress_ip_block_through_a_service_dnat_matches_the_pod_address_not_the_vip() {
+        for (cidr, allowed) in [("10.0.0.2/32", true), ("10.96.0.10/32", false)] {
+            let (mut c, mut s) = (engine("a"), engine("b"));
+            c.set_policy(client_egress(&format!("{{ipBlock: {{cidr: {cidr}}}}}"), 80));
+            let (v, _) = syn_ack_through_dnat(&mut c, &mut s, 40000);
+            let d = v.decision.unwrap();
+            assert_eq!(d.allowed, allowed, "{cidr}: {}", d.reason);
+            let want = if allowed {
+                Action::Accept
+            } else {
+                Action::Drop
+            };
+            assert_eq!(v.action, want, "{cidr}");
+            assert_eq!(d.peer_ip, IpAddr::from(B));
+        }
+    }
+
+    #[test]
+    fn the_synack_token_names_the_syns_destination_as_the_server_saw_it() {
+        // b's SYN-ACK token, verified directly: d is b:80 (the DNATed SYN's destination),
+        // whatever the client dialled.
+        let (mut c, mut s) = (engine("a"), engine("b"));
+        let nat = Dnat {
+            client: SocketAddr::from((A, 40000)),
+        };
+        let p = build(Seg {
+            src: A,
+            dst: VIP,
+            sport: 40000,
+            dport: SVC_PORT,
+            seq: ISN_C,
+            ack: None,
+            syn: true,
+            data: b"",
+        });
+        let w = nat.to_server(&out(&c.handle(Dir::Outbound, &p, T0), &p));
+        let nc = {
+            let t = packet::parse(&w).unwrap().token.unwrap().to_vec();
+            psk_tokens(PSK, "n")
+                .verify_syn(&t, ISN_C, T0 / 1000)
+                .unwrap()
+                .nonce
+        };
+        s.handle(Dir::Inbound, &w, T0);
+        let sa = syn_ack(A, 40000, 0);
+        let w = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
+        let t = token_of(&w).unwrap();
+        let info = psk_tokens(PSK, "n")
+            .verify_syn_ack(&t, ISN_C, ISN_S, &nc, T0 / 1000)
+            .unwrap();
+        assert_eq!(info.server, Dnat::pod());
     }
 
     #[test]
