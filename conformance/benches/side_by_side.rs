@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use trireme_conformance::bench::{
-    bulk, connect_echo, echo_handler, rate, render, rss_kib, sink_handler, Bound, NsWorker, Row,
-    Server, Single, Summary, Target,
+    bulk, connect_echo, cpu_time, echo_handler, rate, render, rss_kib, sink_handler, Bound,
+    NsWorker, Row, Server, Single, Summary, Target,
 };
 use trireme_conformance::cni::{plugin_config, CniRuntime, NetworkConfigList, RuntimeConf};
 use trireme_conformance::sandbox::{
@@ -634,8 +634,19 @@ fn main() {
 }
 
 /// Ok(all targets met).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn run() -> Result<bool, BoxError> {
     let plan = Plan::from_env();
+    println!(
+        "{} CPUs, load average {} at start",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg()
+    );
     let t_run = Instant::now();
     let dir = tempfile::Builder::new().prefix("trbench").tempdir()?;
     for d in ["policies", "control", "state", "cache"] {
@@ -686,6 +697,8 @@ fn run() -> Result<bool, BoxError> {
     // 1. Warm connection setup: trireme, plain, mutual TLS, order rotated every round.
     println!("warm connection setup: {} rounds", plan.warm);
     let st0 = tnet.status(&tc.rc)?;
+    let (tc_pid, ts_pid) = (tnet.enforcer_pid(&tc.rc)?, tnet.enforcer_pid(&ts.rc)?);
+    let cpu0 = cpu_time(tc_pid)? + cpu_time(ts_pid)?;
     let (mut w_t, mut w_p, mut w_tls, mut failures) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
     for i in 0..plan.warm {
         for k in 0..3 {
@@ -708,6 +721,11 @@ fn run() -> Result<bool, BoxError> {
             }
         }
     }
+    let enforcer_cpu_per_conn = (cpu_time(tc_pid)? + cpu_time(ts_pid)?)
+        .saturating_sub(cpu0)
+        .as_secs_f64()
+        * 1e6
+        / plan.warm.max(1) as f64;
     let st1 = tnet.status(&tc.rc)?;
     let st1s = tnet.status(&ts.rc)?;
     let total = |st: &Value| queued(st).iter().sum::<u64>();
@@ -917,6 +935,13 @@ fn run() -> Result<bool, BoxError> {
             ),
         },
         Single {
+            name: "enforcer CPU per warm connection (client + server enforcer, user + system)"
+                .into(),
+            unit: "us".into(),
+            s: summary(&[enforcer_cpu_per_conn], "enforcer cpu")?,
+            note: "from /proc/PID/stat over the warm phase (10 ms ticks)".into(),
+        },
+        Single {
             name: "packets queued to userspace per warm connection (client enforcer)".into(),
             unit: "packets".into(),
             s: summary(&[queued_per_conn], "queued")?,
@@ -981,8 +1006,9 @@ fn run() -> Result<bool, BoxError> {
         tls_row.added_p99()
     );
     println!(
-        "failed connections (timeouts/errors, all measurements): {failures}; run took {:.1} s",
-        t_run.elapsed().as_secs_f64()
+        "failed connections (timeouts/errors, all measurements): {failures}; run took {:.1} s; load average {} at the end",
+        t_run.elapsed().as_secs_f64(),
+        loadavg()
     );
     Ok(targets.iter().all(Target::met))
 }

@@ -257,6 +257,25 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time a process has used (user + system), from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> std::io::Result<Duration> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = parse_stat_ticks(&s)
+        .ok_or_else(|| std::io::Error::other(format!("unreadable /proc/{pid}/stat")))?;
+    // SAFETY: plain sysconf.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may contain spaces; count from its closing parenthesis.
+    let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let utime: u64 = rest.nth(11)?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +315,14 @@ mod tests {
         // An echo server never answers a count: the transfer is not confirmed.
         let echo = loopback(echo_handler());
         assert!(bulk(echo.addr, 1024, Duration::from_secs(2)).is_err());
+    }
+
+    #[test]
+    fn stat_ticks_are_parsed() {
+        let line = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 99 1000 50";
+        assert_eq!(parse_stat_ticks(line), Some(12));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        assert!(cpu_time(std::process::id()).is_ok());
     }
 
     #[test]

@@ -5,5 +5,7 @@
 pub mod load;
 pub mod stats;
 
-pub use load::{bulk, connect_echo, echo_handler, rate, rss_kib, sink_handler, NsWorker, Server};
+pub use load::{
+    bulk, connect_echo, cpu_time, echo_handler, rate, rss_kib, sink_handler, NsWorker, Server,
+};
 pub use stats::{render, Bound, Row, Single, Summary, Target};
