@@ -12,6 +12,7 @@
 //!   -i lo / -o lo                         -j RETURN      (pod-local traffic)
 //!   -m mark --mark M/M -j CONNMARK --set-xmark M/M       (verdict NF_REPEAT + mark M)
 //!   -m mark --mark M/M                    -j ACCEPT
+//!   (IN only) -p tcp --tcp-option 253     -j NFQUEUE     (our marker, even when authorised)
 //!   -m connmark --mark M/M                -j ACCEPT      (authorised connections)
 //!   (OUT only) -p tcp --tcp-flags RST RST -j ACCEPT      (our own resets)
 //!   -p tcp -j NFQUEUE --queue-num Q [--queue-bypass]     (everything else TCP)
@@ -79,6 +80,17 @@ pub fn mangle_rules(cfg: &RuleConfig, family: Family) -> Vec<String> {
             "-A {chain} -m mark --mark {m} -j CONNMARK --set-xmark {m}"
         ));
         out.push(format!("-A {chain} -m mark --mark {m} -j ACCEPT"));
+        let bypass = if cfg.fail_open { " --queue-bypass" } else { "" };
+        if chain == CHAIN_IN {
+            // Anything inbound that still carries our marker option goes to the enforcer
+            // even on an authorised connection: a late duplicate of the proof ACK must be
+            // stripped or dropped, never handed to the socket as 64 bytes of data.
+            out.push(format!(
+                "-A {chain} -p tcp -m tcp --tcp-option {} -j NFQUEUE --queue-num {}{bypass}",
+                crate::packet::OPTION_KIND,
+                cfg.queue
+            ));
+        }
         out.push(format!("-A {chain} -m connmark --mark {m} -j ACCEPT"));
         if chain == CHAIN_OUT {
             // Our own resets (REJECT's tcp-reset, a local abort) go out unqueued: a reset
@@ -88,7 +100,6 @@ pub fn mangle_rules(cfg: &RuleConfig, family: Family) -> Vec<String> {
                 "-A {chain} -p tcp -m tcp --tcp-flags RST RST -j ACCEPT"
             ));
         }
-        let bypass = if cfg.fail_open { " --queue-bypass" } else { "" };
         out.push(format!(
             "-A {chain} -p tcp -j NFQUEUE --queue-num {}{bypass}",
             cfg.queue
@@ -435,6 +446,7 @@ mod tests {
                 "-A TRIREME-IN -i lo -j RETURN",
                 "-A TRIREME-IN -m mark --mark 0x100000/0x100000 -j CONNMARK --set-xmark 0x100000/0x100000",
                 "-A TRIREME-IN -m mark --mark 0x100000/0x100000 -j ACCEPT",
+                "-A TRIREME-IN -p tcp -m tcp --tcp-option 253 -j NFQUEUE --queue-num 3",
                 "-A TRIREME-IN -m connmark --mark 0x100000/0x100000 -j ACCEPT",
                 "-A TRIREME-IN -p tcp -j NFQUEUE --queue-num 3",
                 "-A TRIREME-OUT -o lo -j RETURN",
@@ -459,7 +471,7 @@ mod tests {
             r.iter()
                 .filter(|l| l.ends_with("--queue-num 3 --queue-bypass"))
                 .count(),
-            2
+            3
         );
         // Fail closed by default: no bypass.
         assert!(!mangle_rules(&cfg(), Family::V4)
@@ -537,7 +549,7 @@ mod tests {
         );
         // Same rule text in the wrong table does not count.
         let wrong = save.replace("*mangle", "*filter");
-        assert_eq!(missing_rules(&c, Family::V4, &wrong).len(), 13);
+        assert_eq!(missing_rules(&c, Family::V4, &wrong).len(), 14);
     }
 
     /// Records scripts; its "kernel" state is the last script's effect (simplified: it
