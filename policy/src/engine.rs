@@ -67,6 +67,9 @@ pub enum Reason {
         direction: Direction,
         policies: Vec<Arc<str>>,
     },
+    /// A pod talking to itself: Kubernetes does not let NetworkPolicy block loopback, and the
+    /// enforcer never sees it (upstream's e2e truth tables `AllowLoopback`).
+    Loopback,
 }
 
 impl Reason {
@@ -116,6 +119,7 @@ impl fmt::Display for Reason {
                 }
                 f.write_str("; no rule matched")
             }
+            Reason::Loopback => f.write_str("a pod can always reach itself (loopback)"),
         }
     }
 }

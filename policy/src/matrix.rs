@@ -2,7 +2,7 @@
 //! suite prints: a header row of destinations, one row per source, `.` allowed, `X` denied.
 
 use crate::cluster::{Cluster, PodInfo};
-use crate::engine::{Decision, Engine, Peer};
+use crate::engine::{Decision, Engine, Peer, Reason};
 use crate::error::PolicyError;
 use crate::identity::Protocol;
 use std::collections::BTreeMap;
@@ -32,6 +32,16 @@ impl Cluster {
         port: u16,
         proto: Protocol,
     ) -> PairDecision {
+        if from.namespace == to.namespace && from.name == to.name {
+            let loopback = Decision {
+                allowed: true,
+                reason: Reason::Loopback,
+            };
+            return PairDecision {
+                egress: loopback.clone(),
+                ingress: loopback,
+            };
+        }
         let src = self.identity_of_pod(from);
         let dst = self.identity_of_pod(to);
         let egress = engine.egress(
@@ -55,7 +65,8 @@ impl Cluster {
         PairDecision { egress, ingress }
     }
 
-    /// Every pod to every pod (self pairs included), pods sorted by `namespace/name`.
+    /// Every pod to every pod, pods sorted by `namespace/name`; self pairs are allowed
+    /// (loopback, as upstream's truth tables).
     pub fn truth_table(&self, engine: &Engine, port: u16, proto: Protocol) -> TruthTable {
         let mut pods: Vec<&PodInfo> = self.pods.iter().collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -63,6 +74,11 @@ impl Cluster {
         let mut allowed = BTreeMap::new();
         for (i, from) in pods.iter().enumerate() {
             for (j, to) in pods.iter().enumerate() {
+                if i == j {
+                    // Loopback is never subject to NetworkPolicy.
+                    allowed.insert((pod_key(from), pod_key(to)), true);
+                    continue;
+                }
                 let e = engine.egress(
                     &ids[i],
                     &Peer::Pod {
