@@ -3,7 +3,8 @@
 # this machine (see docs/benchmarks.md). Needs root (network namespaces, bridges, NFQUEUE).
 # Installs what it needs, builds the release binaries, then runs
 #   conformance/benches/side_by_side.rs   (pods, TLS, CNI, memory, policy; prints a table)
-# and, with --criterion, the crates' criterion benches (token sign/verify, policy decision).
+# and, with --criterion, the crates' criterion benches (token sign/verify, policy decision,
+# one in-process handshake).
 # TRIREME_BENCH_QUICK=1 runs a much smaller version (seconds instead of minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,5 @@ cargo bench --locked -p trireme-conformance --bench side_by_side
 if [ "${1:-}" = "--criterion" ]; then
   cargo bench --locked -p trireme-token
   cargo bench --locked -p trireme-policy
+  cargo bench --locked -p trireme-enforcer --bench handshake
 fi
