@@ -446,20 +446,20 @@ fn cases() -> Vec<Case> {
         fixture!("egress-denied-at-client", true),
         fixture!("protocol-only", true),
         fixture!("allow-all-precedence", true),
-        // ipBlock matches the address the enforcer sees; a client that dials a VIP sees
-        // the VIP (as with kube-proxy upstream), so these are probed at pod IPs only.
+        // Probed through the VIPs too: the client judges egress ipBlock on the server's own
+        // address, which the server signs into its SYN-ACK token (not on the VIP dialled).
         Case {
             name: "ipblock-egress",
             run: |c, o| {
                 let y = ipblock_egress(c);
-                apply_and_probe(c, o, &y, false)
+                apply_and_probe(c, o, &y, true)
             },
         },
         Case {
             name: "ipblock-except",
             run: |c, o| {
                 let y = ipblock_except(c);
-                apply_and_probe(c, o, &y, false)
+                apply_and_probe(c, o, &y, true)
             },
         },
         fixture!("endport-range", true),
