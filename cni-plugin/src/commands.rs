@@ -259,7 +259,7 @@ fn wait_ready(st: &State, timeout: Duration, started: Instant) -> Result<()> {
             });
         }
         if process::exists(&socket) {
-            match control::status(&socket, Duration::from_secs(2)) {
+            match control::status(&socket, Duration::from_secs(2), false) {
                 Ok(r) if r.ready() => return Ok(()),
                 Ok(r) => {
                     last = format!(
@@ -405,7 +405,7 @@ fn check(nc: &NetConf, env: &CniEnv) -> Result<()> {
             st.supervisor_pid
         )));
     }
-    let r = control::status(&st.socket(), Duration::from_secs(2))
+    let r = control::status(&st.socket(), Duration::from_secs(2), true)
         .map_err(|e| Error::Check(format!("the enforcer of {id} is not running: {e}")))?;
     if !r.rules_present {
         return Err(Error::Check(format!(

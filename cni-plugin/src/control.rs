@@ -44,8 +44,19 @@ pub fn parse_status(resp: &Value) -> Result<Readiness, String> {
     }
 }
 
-/// Asks the enforcer on `socket` for its status.
-pub fn status(socket: &Path, timeout: Duration) -> Result<Readiness, String> {
+/// The status request line: with `verify` the enforcer re-reads its rules with
+/// `iptables-save` (CHECK); without, it answers from memory, starting no process (the
+/// readiness poll of ADD: the socket is only bound after the rules were installed).
+pub fn status_request(verify: bool) -> &'static [u8] {
+    if verify {
+        b"{\"op\":\"status\",\"verify\":true}\n"
+    } else {
+        b"{\"op\":\"status\"}\n"
+    }
+}
+
+/// Asks the enforcer on `socket` for its status (see [`status_request`] for `verify`).
+pub fn status(socket: &Path, timeout: Duration, verify: bool) -> Result<Readiness, String> {
     let sock = socket.display();
     let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect {sock}: {e}"))?;
     stream
@@ -53,7 +64,7 @@ pub fn status(socket: &Path, timeout: Duration) -> Result<Readiness, String> {
         .and_then(|_| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("{sock}: {e}"))?;
     stream
-        .write_all(b"{\"op\":\"status\"}\n")
+        .write_all(status_request(verify))
         .map_err(|e| format!("write to {sock}: {e}"))?;
     let mut line = String::new();
     BufReader::new(stream)
@@ -82,5 +93,18 @@ mod tests {
         assert_eq!(r.rules_error.as_deref(), Some("chain gone"));
         assert!(parse_status(&json!({"result":"error","message":"x"})).is_err());
         assert!(parse_status(&json!({"foo":1})).is_err());
+    }
+
+    #[test]
+    fn status_requests_are_json_lines() {
+        for (verify, want) in [
+            (false, json!({"op":"status"})),
+            (true, json!({"op":"status","verify":true})),
+        ] {
+            let line = status_request(verify);
+            assert_eq!(line.last(), Some(&b'\n'));
+            let v: Value = serde_json::from_slice(line).unwrap();
+            assert_eq!(v, want);
+        }
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Wire examples:
 //! ```text
-//! → {"op":"status"}
+//! → {"op":"status"}                  (cheap: no process is started)
+//! → {"op":"status","verify":true}    (re-checks the rules against iptables-save)
 //! ← {"result":"status","id":"c1","pid":42,...}
 //! → {"op":"register","labels":{"app":"web"},"ports":[{"name":"http","port":80,"protocol":"TCP"}]}
 //! ← {"result":"registered","identity":{...}}
@@ -50,8 +51,15 @@ pub fn socket_path(control_dir: &Path, id: &str) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Rules present (re-checked now), queue bound, flows, counters, identity, pid.
-    Status,
+    /// Rules present, queue bound, flows, counters, identity, pid. Without `verify`,
+    /// `rules_present` says that the enforcer's own `iptables-restore` installed them
+    /// (no process is started: this is the readiness poll of the CNI plugin); with
+    /// `verify`, the rules are re-read now with `iptables-save` / `ip6tables-save`, so a
+    /// rule removed by hand shows up (CNI CHECK, `triremectl status`).
+    Status {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        verify: bool,
+    },
     /// Counters in the Prometheus text format.
     Metrics,
     /// Replace the pod's labels and named ports; applies to new connections.
@@ -97,7 +105,8 @@ pub struct Status {
     pub netns: PathBuf,
     /// The identity new connections are signed with.
     pub identity: Identity,
-    /// All of the enforcer's iptables rules are present in the pod netns (checked now).
+    /// All of the enforcer's iptables rules are present in the pod netns: re-checked now
+    /// when the request asked to `verify`, otherwise as installed at start.
     pub rules_present: bool,
     /// Why `rules_present` is false, if it is.
     pub rules_error: Option<String>,
@@ -157,9 +166,15 @@ pub fn request_with_timeout(path: &Path, req: &Request, timeout: Duration) -> Re
         .map_err(|e| cerr(path, format!("bad response {:?}: {e}", answer.trim_end())))
 }
 
-/// Asks for `status`; an error response becomes [`Error::Refused`].
+/// Asks for `status` with the rules verified now (`"verify":true`); an error response
+/// becomes [`Error::Refused`].
 pub fn status(path: &Path) -> Result<Status> {
-    match request(path, &Request::Status)? {
+    status_with(path, true)
+}
+
+/// Asks for `status`, re-checking the rules against `iptables-save` only if `verify`.
+pub fn status_with(path: &Path, verify: bool) -> Result<Status> {
+    match request(path, &Request::Status { verify })? {
         Response::Status(s) => Ok(*s),
         Response::Error { message } => Err(Error::Refused(message)),
         other => Err(cerr(path, format!("unexpected response {other:?}"))),
@@ -511,9 +526,17 @@ mod tests {
     #[test]
     fn requests_have_documented_wire_format() {
         assert_eq!(
-            serde_json::to_string(&Request::Status).unwrap(),
+            serde_json::to_string(&Request::Status { verify: false }).unwrap(),
             r#"{"op":"status"}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Request::Status { verify: true }).unwrap(),
+            r#"{"op":"status","verify":true}"#
+        );
+        let r: Request = serde_json::from_str(r#"{"op":"status"}"#).unwrap();
+        assert_eq!(r, Request::Status { verify: false });
+        let r: Request = serde_json::from_str(r#"{"op":"status","verify":true}"#).unwrap();
+        assert_eq!(r, Request::Status { verify: true });
         let r: Request =
             serde_json::from_str(r#"{"op":"register","labels":{"app":"web"}}"#).unwrap();
         assert_eq!(
@@ -593,7 +616,7 @@ mod tests {
             let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             match req {
                 Request::Reload if n == 0 => panic!("handler bug"),
-                Request::Status => {
+                Request::Status { .. } => {
                     std::thread::sleep(Duration::from_secs(2));
                     Response::Error {
                         message: "slow".into(),
@@ -618,7 +641,7 @@ mod tests {
         assert!(request(&path, &Request::Reload).is_err());
         // ...and a slow one does not hold up a quick one.
         let p2 = path.clone();
-        let slow = std::thread::spawn(move || request(&p2, &Request::Status));
+        let slow = std::thread::spawn(move || request(&p2, &Request::Status { verify: false }));
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(metrics(&path).unwrap(), "ok");
         assert!(
@@ -639,7 +662,7 @@ mod tests {
         assert!(path.exists());
         drop(server);
         assert!(!path.exists());
-        assert!(request(&path, &Request::Status).is_err());
+        assert!(request(&path, &Request::Status { verify: false }).is_err());
     }
 
     #[test]

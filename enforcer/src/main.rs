@@ -127,12 +127,19 @@ impl Enforcer {
             .snapshot(stats, self.started.elapsed().as_secs())
     }
 
-    fn status(&self) -> Status {
-        let (rules_present, rules_error) =
+    /// With `verify`, the rules are re-read now (`iptables-save`, one process per family);
+    /// without, they are reported as installed: the control socket is only bound after
+    /// our own `iptables-restore` succeeded, so answering costs no process (the CNI
+    /// plugin's readiness poll).
+    fn status(&self, verify: bool) -> Status {
+        let (rules_present, rules_error) = if verify {
             match rules::check(&SystemIptables, &self.rule_cfg, &self.families) {
                 Ok(()) => (true, None),
                 Err(e) => (false, Some(e.to_string())),
-            };
+            }
+        } else {
+            (true, None)
+        };
         Status {
             id: self.id.clone(),
             pid: std::process::id(),
@@ -215,7 +222,7 @@ impl Enforcer {
 impl control::Handler for Enforcer {
     fn handle(&self, req: Request) -> Response {
         match req {
-            Request::Status => Response::Status(Box::new(self.status())),
+            Request::Status { verify } => Response::Status(Box::new(self.status(verify))),
             Request::Metrics => Response::Metrics {
                 text: metrics::render(
                     &self.snapshot(),
@@ -382,7 +389,9 @@ fn run(args: Args) -> Result<()> {
     let families = rules::families();
 
     let mut bound = BoundQueue::bind(queue_cfg)?;
-    rules::install(&SystemIptables, &rule_cfg, &families)?;
+    // A fresh netns has nothing of ours: one iptables-restore per family, in parallel,
+    // without a save first; stale rules of a crashed predecessor make it fall back.
+    rules::install_fresh_first(&SystemIptables, &rule_cfg, &families)?;
     // From here on, a failure must remove the rules again.
     let undo_rules = |e: Error| -> Error {
         match rules::remove(&SystemIptables, &families) {

@@ -427,6 +427,80 @@ pub fn check(ipt: &dyn Iptables, cfg: &RuleConfig, families: &[Family]) -> Resul
     }
 }
 
+/// The install script for a netns that has nothing of ours, written without reading the
+/// netns first: `-N` fails when a chain of ours already exists (left by a crashed
+/// predecessor), which fails the restore; [`install_fresh_first`] then falls back to
+/// [`install`]. Without `reject`, TRIREME-REJECT is created and deleted again, so a stale
+/// one is noticed too.
+pub fn fresh_install_script(cfg: &RuleConfig, family: Family) -> String {
+    let (mangle_jumps, filter_jumps) = jump_rules(cfg);
+    let insert = |r: String| r.replacen("-A ", "-I ", 1).replacen(" -j", " 1 -j", 1);
+    let mut s = format!("*mangle\n-N {CHAIN_IN}\n-N {CHAIN_OUT}\n");
+    for r in mangle_rules(cfg, family)
+        .into_iter()
+        .chain(mangle_jumps.into_iter().map(insert))
+    {
+        s.push_str(&r);
+        s.push('\n');
+    }
+    s.push_str(&format!("COMMIT\n*filter\n-N {CHAIN_REJECT}\n"));
+    if cfg.reject {
+        for r in filter_rules(cfg, family)
+            .into_iter()
+            .chain(filter_jumps.into_iter().map(insert))
+        {
+            s.push_str(&r);
+            s.push('\n');
+        }
+    } else {
+        s.push_str(&format!("-X {CHAIN_REJECT}\n"));
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// [`install`] with one process per family instead of two, the families in parallel:
+/// first [`fresh_install_script`]; only a family where that fails (stale rules of ours)
+/// is read with `iptables-save` and installed by [`install`]. On failure every family is
+/// cleaned up again.
+pub fn install_fresh_first(
+    ipt: &(dyn Iptables + Sync),
+    cfg: &RuleConfig,
+    families: &[Family],
+) -> Result<()> {
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = families
+            .iter()
+            .map(|&fam| {
+                scope.spawn(move || {
+                    if ipt.restore(fam, &fresh_install_script(cfg, fam)).is_ok() {
+                        return Ok(());
+                    }
+                    install(ipt, cfg, &[fam])
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::cmd("iptables", "install thread panicked")))
+            })
+            .collect()
+    });
+    let mut errs: Vec<Error> = results.into_iter().filter_map(|r| r.err()).collect();
+    if errs.is_empty() {
+        return Ok(());
+    }
+    // Undo the families that worked so a failed start leaves nothing.
+    let _ = remove(ipt, families);
+    Err(if errs.len() == 1 {
+        errs.remove(0)
+    } else {
+        Error::List(errs)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,5 +669,89 @@ mod tests {
         let e = remove(&f, &[Family::V6, Family::V4]).unwrap_err();
         assert!(e.to_string().contains("boom"));
         assert_eq!(f.scripts.borrow().len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod fresh_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn cfg(reject: bool) -> RuleConfig {
+        RuleConfig {
+            queue: 3,
+            fail_open: false,
+            reject,
+        }
+    }
+
+    /// A netns modelled by its iptables-save text: restore of a `-N` script fails when a
+    /// chain of ours exists, as the real tool does.
+    struct Fake {
+        stale: Mutex<Vec<Family>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Iptables for Fake {
+        fn restore(&self, family: Family, script: &str) -> Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("restore {family:?}"));
+            let stale = self.stale.lock().unwrap().contains(&family);
+            if stale && script.contains(&format!("-N {CHAIN_IN}")) {
+                return Err(Error::cmd("iptables-restore", "Chain already exists"));
+            }
+            if !script.contains("-N ") {
+                self.stale.lock().unwrap().retain(|f| *f != family);
+            }
+            Ok(())
+        }
+        fn save(&self, family: Family) -> Result<String> {
+            self.calls.lock().unwrap().push(format!("save {family:?}"));
+            Ok(if self.stale.lock().unwrap().contains(&family) {
+                format!("*mangle\n:{CHAIN_IN} - [0:0]\n-A INPUT -j {CHAIN_IN}\nCOMMIT\n")
+            } else {
+                "*mangle\nCOMMIT\n".into()
+            })
+        }
+    }
+
+    #[test]
+    fn fresh_script_creates_chains_rules_and_jumps_and_probes_reject_chain() {
+        let s = fresh_install_script(&cfg(false), Family::V4);
+        assert!(s.starts_with("*mangle\n-N TRIREME-IN\n-N TRIREME-OUT\n"));
+        assert!(s.contains("-I INPUT 1 -j TRIREME-IN\n"));
+        assert!(s.contains("-I OUTPUT 1 -j TRIREME-OUT\n"));
+        for r in mangle_rules(&cfg(false), Family::V4) {
+            assert!(s.contains(&r), "{r}");
+        }
+        assert!(s.ends_with("*filter\n-N TRIREME-REJECT\n-X TRIREME-REJECT\nCOMMIT\n"));
+        let s = fresh_install_script(&cfg(true), Family::V6);
+        assert!(s.contains("-N TRIREME-REJECT\n-A TRIREME-REJECT "));
+        assert!(s.contains("-I INPUT 1 -j TRIREME-REJECT\n"));
+        assert!(!s.contains("-X "));
+    }
+
+    #[test]
+    fn clean_netns_needs_no_save_and_stale_family_falls_back() {
+        let ipt = Fake {
+            stale: Mutex::new(vec![]),
+            calls: Mutex::new(vec![]),
+        };
+        install_fresh_first(&ipt, &cfg(false), &[Family::V4, Family::V6]).unwrap();
+        let mut calls = ipt.calls.lock().unwrap().clone();
+        calls.sort();
+        assert_eq!(calls, ["restore V4", "restore V6"]);
+
+        let ipt = Fake {
+            stale: Mutex::new(vec![Family::V6]),
+            calls: Mutex::new(vec![]),
+        };
+        install_fresh_first(&ipt, &cfg(false), &[Family::V4, Family::V6]).unwrap();
+        let calls = ipt.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().filter(|c| *c == "save V6").count(), 1);
+        assert!(!calls.contains(&"save V4".to_string()));
+        assert!(ipt.stale.lock().unwrap().is_empty());
     }
 }
