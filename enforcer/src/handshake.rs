@@ -232,10 +232,6 @@ pub struct Verdict {
     pub packet: Option<Vec<u8>>,
     /// Set when this packet decided a connection.
     pub decision: Option<DecisionLog>,
-    /// A packet the datapath sends out on its own (raw socket) besides this verdict:
-    /// the client's proof ACK again, when the server retransmits its SYN-ACK after the
-    /// client authorised (its first proof ACK was lost).
-    pub inject: Option<Vec<u8>>,
 }
 
 impl Verdict {
@@ -244,7 +240,6 @@ impl Verdict {
             action,
             packet: None,
             decision: None,
-            inject: None,
         }
     }
     fn with_packet(mut self, p: Vec<u8>) -> Self {
@@ -356,15 +351,8 @@ struct ClientSyn {
 enum Flow {
     /// Client: SYN sent, waiting for the SYN-ACK.
     SynSent(ClientSyn),
-    /// Client: SYN-ACK accepted; the proof goes on the first pure ACK, which authorises.
-    ProofPending {
-        syn: ClientSyn,
-        isn_s: u32,
-        proof: Arc<[u8]>,
-    },
-    /// Client: authorised at its proof ACK. Kept for `half_open_ms` with that ACK (proof
-    /// attached) so a retransmitted SYN-ACK (the ACK was lost) is answered with it again.
-    ClientAuthorised { isn_s: u32, proof_ack: Arc<[u8]> },
+    /// Client: SYN-ACK accepted, proof goes on every pure ACK until the server answers.
+    ProofPending { syn: ClientSyn, proof: Arc<[u8]> },
     /// Server: SYN accepted; the SYN-ACK gets `token` (signed on its first pass).
     Server {
         isn_c: u32,
@@ -631,9 +619,6 @@ impl Engine {
             // A retransmitted SYN-ACK (our ACK was lost): handled again the same way.
             Some(Flow::ProofPending { syn, .. }) => syn.clone(),
             Some(Flow::Authorised) => return self.lingering(Dir::Inbound, v),
-            Some(Flow::ClientAuthorised { isn_s, proof_ack }) => {
-                return Self::synack_after_proof(v, *isn_s, proof_ack.clone());
-            }
             _ => {
                 self.counters.dropped_unknown += 1;
                 return Verdict::new(Action::Drop);
@@ -728,7 +713,7 @@ impl Engine {
             .into();
         self.put(
             key,
-            Flow::ProofPending { syn, isn_s, proof },
+            Flow::ProofPending { syn, proof },
             now_ms + self.cfg.half_open_ms,
             now_ms,
         );
@@ -760,10 +745,8 @@ impl Engine {
                 self.counters.dropped_unknown += 1;
                 return Verdict::new(Action::Drop);
             }
-            Some(Flow::Authorised | Flow::ClientAuthorised { .. }) => {
-                return self.lingering(Dir::Outbound, v)
-            }
-            Some(Flow::ProofPending { isn_s, proof, .. }) => Some((*isn_s, proof.clone())),
+            Some(Flow::Authorised) => return self.lingering(Dir::Outbound, v),
+            Some(Flow::ProofPending { proof, .. }) => Some(proof.clone()),
             Some(_) => None,
         };
         if v.flags.rst {
@@ -772,29 +755,15 @@ impl Engine {
             return Verdict::new(Action::Accept);
         }
         match proof {
-            // The handshake ACK: the proof goes on it and our side is authorised with it
-            // (connmark), so nothing after it is queued here. If it is lost, the server
-            // (which drops everything without the proof) retransmits its SYN-ACK; that
-            // one carries our marker, so it is still queued, and it is answered with this
-            // very ACK again (`ClientAuthorised`).
-            Some((isn_s, proof)) if v.is_pure_ack() => {
-                match packet::attach(pkt, &proof, self.cfg.mtu) {
-                    Ok(p) => {
-                        self.counters.authorised += 1;
-                        let flow = Flow::ClientAuthorised {
-                            isn_s,
-                            proof_ack: p.clone().into(),
-                        };
-                        self.put(key, flow, now_ms + self.cfg.half_open_ms, now_ms);
-                        Verdict::new(Action::Authorise).with_packet(p)
-                    }
-                    Err(_) => {
-                        // No proof fits: the server never authorises; stay pending.
-                        self.counters.attach_failed += 1;
-                        Verdict::new(Action::Accept)
-                    }
+            // Every pure ACK carries the proof while the server has not answered: if the
+            // first is lost, the server's SYN-ACK retransmit draws a dup ACK, which has it.
+            Some(proof) if v.is_pure_ack() => match packet::attach(pkt, &proof, self.cfg.mtu) {
+                Ok(p) => Verdict::new(Action::Accept).with_packet(p),
+                Err(_) => {
+                    self.counters.attach_failed += 1;
+                    Verdict::new(Action::Accept)
                 }
-            }
+            },
             // Data while the proof is pending goes out unchanged: the server drops it until
             // it has the proof, and TCP retransmits it.
             _ => Verdict::new(Action::Accept),
@@ -1005,7 +974,7 @@ impl Engine {
             Some(f) => f.clone(),
         };
         match flow {
-            Flow::Authorised | Flow::ClientAuthorised { .. } => self.lingering(Dir::Inbound, v),
+            Flow::Authorised => self.lingering(Dir::Inbound, v),
             Flow::SynSent(_) => {
                 if v.flags.rst && v.token.is_none() {
                     self.flows.remove(&key);
@@ -1023,8 +992,7 @@ impl Engine {
                     self.flows.remove(&key);
                     return Verdict::new(Action::Accept);
                 }
-                // Only when our proof ACK could not carry the proof (attach failed) or
-                // data went before it: the server answered, so it authorised.
+                // The server answered after our proof: it authorised the connection.
                 self.authorise(key, now_ms);
                 Verdict::new(Action::Authorise)
             }
@@ -1071,21 +1039,6 @@ impl Engine {
                 Verdict::new(Action::Authorise).with_packet(stripped.packet)
             }
         }
-    }
-
-    /// A SYN-ACK on a client flow authorised at its proof ACK: the server retransmitted
-    /// it, so our proof ACK was lost. Our connection is marked, so the kernel's own dup
-    /// ACK would leave without the proof: drop the SYN-ACK (the local socket is already
-    /// established and needs nothing from it) and send the proof ACK again, byte for byte
-    /// (the server expects exactly it: ack = isn_s + 1, the same proof). Only for the
-    /// genuine retransmit (same isn_s, carrying a token); the ACK re-sent reveals nothing
-    /// that has not crossed the wire already.
-    fn synack_after_proof(v: &TcpView<'_>, isn_s: u32, proof_ack: Arc<[u8]>) -> Verdict {
-        let mut out = Verdict::new(Action::Drop);
-        if v.token.is_some() && v.seq == isn_s {
-            out.inject = Some(proof_ack.to_vec());
-        }
-        out
     }
 
     /// A packet of a flow authorised moments ago (queued before the mark took effect).
@@ -1547,12 +1500,7 @@ spec:
         assert_eq!(out(&v, &wire), p, "client kernel sees the plain SYN-ACK");
         let p = ack_c(sport, b"");
         let v = c.handle(Dir::Outbound, &p, now);
-        assert_eq!(
-            v.action,
-            Action::Authorise,
-            "client authorised at its proof ACK"
-        );
-        assert_eq!(v.inject, None);
+        assert_eq!(v.action, Action::Accept);
         let wire = out(&v, &p);
         assert_eq!(
             token_of(&wire).map(|t| t.len()),
@@ -1561,10 +1509,13 @@ spec:
         let v = s.handle(Dir::Inbound, &wire, now);
         assert_eq!(v.action, Action::Authorise, "proof verified: authorised");
         assert_eq!(out(&v, &wire), p, "server kernel sees the plain ACK");
-        // A packet from the server queued before the client's mark took effect.
         let p = data_s(sport, b"hello");
         let v = c.handle(Dir::Inbound, &p, now);
-        assert_eq!(v.action, Action::Authorise);
+        assert_eq!(
+            v.action,
+            Action::Authorise,
+            "server answered: client authorised"
+        );
         assert_eq!(v.packet, None);
     }
 
@@ -1605,13 +1556,10 @@ spec:
             (sc.queued_syn_in, sc.queued_synack_out, sc.queued_ack_in),
             (1, 1, 1)
         );
-        // authorised flows only linger briefly; the client keeps its proof ACK for the
-        // half-open timeout (a retransmitted SYN-ACK is answered with it)
+        // authorised flows only linger briefly
         c.expire(T0 + 10_000);
         s.expire(T0 + 10_000);
-        assert_eq!((c.counters().flows, s.counters().flows), (1, 0));
-        c.expire(T0 + c.config().half_open_ms + 1);
-        assert_eq!(c.counters().flows, 0);
+        assert_eq!((c.counters().flows, s.counters().flows), (0, 0));
     }
 
     #[test]
@@ -2193,67 +2141,36 @@ spec:
         let sa = syn_ack(A, 40000, 0);
         let sa_wire = out(&s.handle(Dir::Outbound, &sa, T0), &sa);
         assert_eq!(c.handle(Dir::Inbound, &sa_wire, T0).action, Action::Accept);
-        // the client authorises at its proof ACK; the ACK is lost on the wire
+        // the client's ACK with the proof is lost on the wire
         let a = ack_c(40000, b"");
-        let v = c.handle(Dir::Outbound, &a, T0);
-        assert_eq!(v.action, Action::Authorise);
-        let lost = out(&v, &a);
-        assert!(token_of(&lost).is_some());
-        assert_eq!(c.counters().authorised, 1);
-        // later client packets bypass the client's queue (connmark): they reach the
-        // server without a proof and are dropped there
+        let _lost = out(&c.handle(Dir::Outbound, &a, T0), &a);
+        // the client sends data: unchanged out, dropped at the server (no proof)
         let d = ack_c(40000, b"GET /");
+        let v = c.handle(Dir::Outbound, &d, T0 + 1);
+        assert_eq!((v.action, v.packet.is_none()), (Action::Accept, true));
         let v = s.handle(Dir::Inbound, &d, T0 + 1);
         assert_eq!(v.action, Action::Drop, "never authorised without the proof");
-        // a plain ACK without proof (the kernel's own dup ACK) is dropped too
+        // a plain ACK without proof is dropped too
         assert_eq!(s.handle(Dir::Inbound, &a, T0 + 2).action, Action::Drop);
         assert_eq!(s.counters().dropped_no_proof, 2);
-        assert_eq!(s.counters().authorised, 0);
-        // the server retransmits its SYN-ACK (same token); it carries our marker, so it
-        // is queued on the client although the connection is marked there
+        // the server retransmits its SYN-ACK (same token); the client takes it again
         let sa_wire2 = out(&s.handle(Dir::Outbound, &sa, T0 + 1000), &sa);
         assert_eq!(sa_wire, sa_wire2);
         let v = c.handle(Dir::Inbound, &sa_wire2, T0 + 1000);
-        // dropped (the local socket is established), and the proof ACK goes out again
-        assert_eq!(v.action, Action::Drop);
-        let again = v.inject.expect("the proof ACK is sent again");
-        assert_eq!(again, lost, "the same ACK, byte for byte");
-        verify_checksums(&again).unwrap();
-        assert_eq!(c.counters().authorised, 1, "no second authorisation");
-        let v = s.handle(Dir::Inbound, &again, T0 + 1000);
+        assert_eq!(v.action, Action::Accept);
+        assert_eq!(out(&v, &sa_wire2), sa);
+        // the client kernel answers with a dup ACK: it carries the proof again
+        let w = out(&c.handle(Dir::Outbound, &a, T0 + 1000), &a);
+        assert!(token_of(&w).is_some());
+        let v = s.handle(Dir::Inbound, &w, T0 + 1000);
         assert_eq!(v.action, Action::Authorise);
-        assert_eq!(out(&v, &again), a, "server kernel sees the plain ACK");
         // data queued before the mark took effect is authorised too
         assert_eq!(
             s.handle(Dir::Inbound, &d, T0 + 1001).action,
             Action::Authorise
         );
         // a late duplicate of the proof ACK must not reach the socket as data
-        assert_eq!(
-            s.handle(Dir::Inbound, &again, T0 + 1002).action,
-            Action::Drop
-        );
-        // a SYN-ACK without our token, or with another isn_s, draws nothing
-        let v = c.handle(Dir::Inbound, &sa, T0 + 1003);
-        assert_eq!(v.inject, None);
-        let other = build(Seg {
-            src: B,
-            dst: A,
-            sport: 80,
-            dport: 40000,
-            seq: ISN_S ^ 1,
-            ack: Some(ISN_C + 1),
-            syn: true,
-            data: b"",
-        });
-        let other = packet::attach(&other, &token_of(&sa_wire).unwrap(), 1500).unwrap();
-        let v = c.handle(Dir::Inbound, &other, T0 + 1003);
-        assert_eq!((v.action, v.inject), (Action::Drop, None));
-        // the proof material is kept for the half-open timeout, then forgotten
-        let late = T0 + c.config().half_open_ms + 1;
-        let v = c.handle(Dir::Inbound, &sa_wire2, late);
-        assert_eq!((v.action, v.inject), (Action::Drop, None));
-        assert_eq!(c.counters().flows, 0);
+        assert_eq!(s.handle(Dir::Inbound, &w, T0 + 1002).action, Action::Drop);
     }
 
     #[test]

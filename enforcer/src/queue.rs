@@ -75,9 +75,6 @@ pub struct Outcome {
     /// The rewritten packet (token attached or stripped), if it changed.
     pub packet: Option<Vec<u8>>,
     pub decision: Option<Decision>,
-    /// A packet to send from the pod netns besides the verdict (the client's proof ACK
-    /// again, answering a retransmitted SYN-ACK); [`TokenEaterGuard`] sends it.
-    pub inject: Option<Vec<u8>>,
 }
 
 impl Outcome {
@@ -86,7 +83,6 @@ impl Outcome {
             action,
             packet: None,
             decision: None,
-            inject: None,
         }
     }
 }
@@ -127,7 +123,6 @@ impl PacketHandler for crate::handshake::Engine {
             },
             packet: v.packet,
             decision: v.decision.map(decision_of),
-            inject: v.inject,
         }
     }
 
@@ -400,10 +395,6 @@ impl BoundQueue {
             }
             let (verdict, mark) = verdict_for(outcome.action, msg.get_nfmark(), self.cfg.reject);
             let mut outcome = outcome;
-            if outcome.inject.is_some() {
-                // Only a handler without an injector leaves one here.
-                tracing::warn!("a packet to inject was dropped: the handler has no injector");
-            }
             if outcome.action == Action::Reject && outcome.packet.is_none() {
                 // The kernel's reset acknowledges the SYN's payload: without our token,
                 // so the peer's SYN_SENT socket accepts it (connection refused at once).
@@ -589,8 +580,7 @@ impl SentSyn {
     }
 }
 
-/// Wraps the handshake engine, sends the packets it asks to inject ([`Outcome::inject`]),
-/// and handles one pitfall of plain servers: a listener running TCP
+/// Wraps the handshake engine for one pitfall of plain servers: a listener running TCP
 /// Fast Open without cookies (`net.ipv4.tcp_fastopen` 0x200) accepts the data of ANY SYN,
 /// so it hands our token to its application and its SYN-ACK acknowledges the token bytes.
 /// No byte of such a connection can be repaired. The guard notices that SYN-ACK (its ack
@@ -646,37 +636,6 @@ pub fn reset_for(local: SocketAddr, remote: SocketAddr, seq: u32) -> Option<Vec<
 
 impl PacketHandler for TokenEaterGuard {
     fn handle(&mut self, hook: Hook, packet: &[u8], now: Instant) -> Outcome {
-        let mut out = self.guard(hook, packet, now);
-        if let Some(p) = out.inject.take() {
-            // Sent before the verdict: the raw packet leaves through OUTPUT, where the
-            // connection's connmark lets it pass unqueued.
-            if let Err(e) = self.injector.send(&p) {
-                tracing::warn!(error = %e, "could not send the proof ACK again");
-            }
-        }
-        out
-    }
-
-    fn stats(&self) -> EngineStats {
-        self.inner.stats()
-    }
-
-    fn tick(&mut self) {
-        self.expire(Instant::now());
-        self.inner.tick();
-    }
-
-    fn set_identity(&mut self, identity: Identity) {
-        self.inner.set_identity(identity);
-    }
-
-    fn set_policy(&mut self, policy: Arc<trireme_policy::Engine>) {
-        self.inner.set_policy(policy);
-    }
-}
-
-impl TokenEaterGuard {
-    fn guard(&mut self, hook: Hook, packet: &[u8], now: Instant) -> Outcome {
         let Ok(v) = crate::packet::parse(packet) else {
             return self.inner.handle(hook, packet, now);
         };
@@ -748,6 +707,23 @@ impl TokenEaterGuard {
             }
             _ => self.inner.handle(hook, packet, now),
         }
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.inner.stats()
+    }
+
+    fn tick(&mut self) {
+        self.expire(Instant::now());
+        self.inner.tick();
+    }
+
+    fn set_identity(&mut self, identity: Identity) {
+        self.inner.set_identity(identity);
+    }
+
+    fn set_policy(&mut self, policy: Arc<trireme_policy::Engine>) {
+        self.inner.set_policy(policy);
     }
 }
 
@@ -917,35 +893,6 @@ mod tests {
         // Memory is bounded in time.
         g.expire(now + EATER_TTL + Duration::from_secs(1));
         assert_eq!(g.eaters(), 0);
-    }
-
-    /// Asks to inject a fixed packet for every inbound SYN-ACK, drops it.
-    struct Injecting(Vec<u8>);
-
-    impl PacketHandler for Injecting {
-        fn handle(&mut self, _: Hook, _: &[u8], _: Instant) -> Outcome {
-            let mut o = Outcome::new(Action::Drop);
-            o.inject = Some(self.0.clone());
-            o
-        }
-    }
-
-    #[test]
-    fn guard_sends_the_packets_the_engine_asks_to_inject() {
-        let sent = Arc::new(Mutex::new(vec![]));
-        let ack = seg([10, 0, 0, 1], 40000, [10, 0, 0, 2], 80, 1001, Some(5001));
-        let mut g = TokenEaterGuard::new(
-            Box::new(Injecting(ack.clone())),
-            Box::new(Sent(sent.clone())),
-        );
-        let synack = seg([10, 0, 0, 2], 80, [10, 0, 0, 1], 40000, 5000, Some(1001));
-        let out = g.handle(Hook::Inbound, &synack, Instant::now());
-        assert_eq!(out.action, Action::Drop);
-        assert_eq!(
-            out.inject, None,
-            "sent by the guard, not left to the queue loop"
-        );
-        assert_eq!(*sent.lock().unwrap(), vec![ack]);
     }
 
     #[test]

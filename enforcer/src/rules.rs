@@ -84,10 +84,7 @@ pub fn mangle_rules(cfg: &RuleConfig, family: Family) -> Vec<String> {
         if chain == CHAIN_IN {
             // Anything inbound that still carries our marker option goes to the enforcer
             // even on an authorised connection: a late duplicate of the proof ACK must be
-            // stripped or dropped, never handed to the socket as 64 bytes of data; and a
-            // SYN-ACK the server retransmits (always with its token) after the client
-            // authorised at its lost proof ACK must reach the client engine, which sends
-            // the proof ACK again.
+            // stripped or dropped, never handed to the socket as 64 bytes of data.
             out.push(format!(
                 "-A {chain} -p tcp -m tcp --tcp-option {} -j NFQUEUE --queue-num {}{bypass}",
                 crate::packet::OPTION_KIND,
