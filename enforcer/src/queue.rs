@@ -23,14 +23,9 @@ use trireme_policy::Identity;
 const NF_INET_LOCAL_IN: u8 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
 
-/// Where a queued packet is going, as the pod sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
-    /// Arriving at the pod (INPUT).
-    Inbound,
-    /// Leaving the pod (OUTPUT).
-    Outbound,
-}
+/// Where a queued packet is going, as the pod sees it (INPUT: inbound, OUTPUT: outbound):
+/// the handshake engine's own direction.
+pub use crate::handshake::Dir as Hook;
 
 impl Hook {
     /// From the netfilter hook number of a queued packet.
@@ -43,16 +38,8 @@ impl Hook {
     }
 }
 
-/// What to do with a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Accept,
-    /// Accept and hand the whole connection to the kernel from now on.
-    Authorise,
-    Drop,
-    /// Drop and answer the local or remote socket with a TCP reset.
-    Reject,
-}
+/// What to do with a packet: the handshake engine's own verdict action.
+pub use crate::handshake::Action;
 
 /// One policy decision, logged as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,18 +96,9 @@ pub trait PacketHandler: Send {
 /// The real handler: trireme's handshake engine.
 impl PacketHandler for crate::handshake::Engine {
     fn handle(&mut self, hook: Hook, packet: &[u8], _now: Instant) -> Outcome {
-        let dir = match hook {
-            Hook::Inbound => crate::handshake::Dir::Inbound,
-            Hook::Outbound => crate::handshake::Dir::Outbound,
-        };
-        let v = crate::handshake::Engine::handle(self, dir, packet, unix_ms());
+        let v = crate::handshake::Engine::handle(self, hook, packet, unix_ms());
         Outcome {
-            action: match v.action {
-                crate::handshake::Action::Accept => Action::Accept,
-                crate::handshake::Action::Authorise => Action::Authorise,
-                crate::handshake::Action::Drop => Action::Drop,
-                crate::handshake::Action::Reject => Action::Reject,
-            },
+            action: v.action,
             packet: v.packet,
             decision: v.decision.map(decision_of),
         }
